@@ -1,0 +1,67 @@
+"""Timing helpers shared by the benchmark scripts: interleaved medians and a Markdown table."""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import time
+from collections.abc import Callable, Sequence
+
+import torch
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def time_pair(
+    ours: Callable[[], object],
+    reference: Callable[[], object],
+    *,
+    device: str,
+    repeats: int = 30,
+    warmup: int = 5,
+) -> tuple[float, float]:
+    """Median seconds of ``ours`` and ``reference``, run alternately after warm-up.
+
+    Alternating the two in one loop means a slow patch of the machine (another
+    process, frequency scaling) hits both alike, so their ratio stays fair.
+    """
+    for _ in range(warmup):
+        ours()
+        reference()
+    _sync(device)
+    t_ours: list[float] = []
+    t_ref: list[float] = []
+    for i in range(repeats):
+        pair = ((ours, t_ours), (reference, t_ref))
+        for fn, sink in pair if i % 2 == 0 else pair[::-1]:
+            _sync(device)
+            start = time.perf_counter()
+            fn()
+            _sync(device)
+            sink.append(time.perf_counter() - start)
+    return statistics.median(t_ours), statistics.median(t_ref)
+
+
+def devices() -> list[str]:
+    """CPU, plus CUDA when present."""
+    return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def machine() -> str:
+    """One line naming the machine the numbers come from."""
+    cpu = platform.processor() or platform.machine()
+    line = (f"{platform.system()} {cpu}, {torch.get_num_threads()} torch threads, "
+            f"torch {torch.__version__}")
+    if torch.cuda.is_available():
+        line += f", {torch.cuda.get_device_name()}"
+    return line
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A GitHub Markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
