@@ -292,13 +292,15 @@ class ModuleBattery:
 
     def test_autocast_bf16_cpu(self) -> None:
         module = self.build(device="cpu", dtype=torch.float32)
-        x = self._input((4,), "cpu", torch.float32)
+        x = self._input((4,), "cpu", torch.float32).requires_grad_()
         with torch.autocast("cpu", dtype=torch.bfloat16):
             y = module(x)
         assert y.dtype == torch.bfloat16
         assert_close(y.float(), self._reference(module, x).detach(), what="bf16 autocast output",
                      tolerance=Tolerance(rtol=5e-2, atol=5e-2))
         y.float().sum().backward()
+        assert x.grad is not None and x.grad.dtype == x.dtype, "input gradient under autocast"
+        assert torch.isfinite(x.grad).all(), "input gradient under autocast"
         for name, p in module.named_parameters():
             assert p.grad is not None and p.grad.dtype == p.dtype, name
             assert torch.isfinite(p.grad).all(), name

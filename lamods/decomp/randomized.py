@@ -1,0 +1,245 @@
+r"""Randomized SVD and top-k symmetric eigenpairs, differentiable through the final small problem.
+
+Randomized SVD (Halko, Martinsson & Tropp, "Finding structure with
+randomness", SIAM Review 2011, Algorithms 4.4 and 5.1): draw
+:math:`\Omega \in \mathbb{R}^{n \times l}`, :math:`l = k + p` (``p`` oversamples),
+and orthonormalize
+
+.. math:: Q = \operatorname{qr}\big((A A^T)^q A \Omega\big),
+
+re-orthonormalizing with QR after every product (power iterations, ``q =
+n_iter``). Then :math:`B = Q^T A = \tilde U S V^T` (small SVD) and
+:math:`A \approx (Q \tilde U_k) S_k V_k^T`.
+
+Top-k eigenpairs of symmetric ``A`` (``topk_eigh``):
+
+- ``"full"``: :func:`~lamods.decomp.eigh` and keep k (exact, stable backward).
+- ``"power"``: subspace iteration :math:`Q \leftarrow \operatorname{qr}(A Q)` on
+  ``l = k + p`` columns, then Rayleigh-Ritz: :math:`T = Q^T A Q = W \Lambda W^T`,
+  :math:`U = Q W_k`. Converges to the eigenvalues of largest *magnitude*: use
+  it for positive semi-definite matrices (covariance, Gram, kernel matrices).
+- ``"lanczos"``: block Lanczos (randomized block Krylov, Musco & Musco, NeurIPS
+  2015): the basis of :math:`[\Omega, A\Omega, \dots, A^q \Omega]`, blocks of
+  ``l`` columns, fully re-orthogonalized (classical Gram-Schmidt twice, then one
+  QR of the whole basis), then Rayleigh-Ritz. Finds both ends of the spectrum,
+  handles repeated eigenvalues up to multiplicity ``l``, and works for indefinite ``A``.
+
+Note [randomized backward]: the range basis ``Q`` is computed without a graph
+and treated as a constant; gradients flow only through the final small
+problem, :math:`B = Q^T A` (SVD) or :math:`T = Q^T A Q` (eigh), both with the
+stable backward. This is the gradient of :math:`Q \tilde U_k S_k V_k^T` with
+``Q`` fixed. It is exact for functions of the top-k singular values /
+eigenvalues once ``range(Q)`` holds the top-k singular / eigen subspace
+(:math:`\partial s_i/\partial A = u_i v_i^T` lies in it). For singular /
+eigenvectors it omits the coupling :math:`u_j^T dA\, u_i/(\lambda_i - \lambda_j)`
+to directions :math:`u_j` outside ``range(Q)``, an error of the relative size
+of the spectrum left outside ``Q``; use :func:`~lamods.decomp.svd` or
+``method="full"`` when those gradients must be exact. Iterating inside autograd
+(as ``torch.svd_lowrank`` does) costs memory per iteration and still gives no
+better gradient than the converged subspace.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from lamods.decomp._checks import check_matrix, check_rank_k, check_square, check_symmetric_finite
+from lamods.decomp._common import cast_back, column_signs, compute_dtype
+from lamods.decomp.eigh import EighResult, eigh
+from lamods.decomp.svd import SVDResult, svd
+
+__all__ = ["randomized_range_finder", "randomized_svd", "topk_eigh"]
+
+_METHODS = ("lanczos", "power", "full")
+
+
+def _check_nonneg_int(name: str, arg: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name}: expected {arg} to be an int >= 0, got {value!r}")
+    return value
+
+
+def _gaussian(A: Tensor, cols: int, generator: torch.Generator | None) -> Tensor:
+    """A standard normal test matrix ``(*, n, cols)`` for ``A`` ``(*, m, n)``."""
+    return torch.randn(*A.shape[:-2], A.shape[-1], cols, generator=generator,
+                       device=A.device, dtype=A.dtype)
+
+
+@torch.no_grad()
+def randomized_range_finder(A: Tensor, size: int, n_iter: int,
+                            generator: torch.Generator | None = None) -> Tensor:
+    r"""Orthonormal ``Q`` ``(*, m, size)`` whose range approximates the top range of ``A``.
+
+    :math:`Q = \operatorname{qr}((A A^T)^q A \Omega)`, QR after every product
+    (HMT Algorithm 4.4). No graph is recorded.
+    """
+    Q = torch.linalg.qr(A @ _gaussian(A, size, generator)).Q
+    for _ in range(n_iter):
+        Q = torch.linalg.qr(A.mT @ Q).Q
+        Q = torch.linalg.qr(A @ Q).Q
+    return Q
+
+
+def randomized_svd(A: Tensor, k: int, oversamples: int = 10, n_iter: int = 4,
+                   generator: torch.Generator | None = None, *,
+                   eps: float | None = None) -> SVDResult:
+    r"""Rank-``k`` randomized SVD :math:`A \approx U_k \operatorname{diag}(S_k) V_k^H`.
+
+    Halko-Martinsson-Tropp range finder with ``n_iter`` power iterations and QR
+    re-orthonormalization, then the small SVD of :math:`Q^T A` (module
+    docstring). Wide inputs (``m < n``) are handled through :math:`A^T`.
+    Gradients flow through the small SVD only, with ``Q`` held fixed (Note
+    [randomized backward]). Signs follow the largest-|entry|-positive rule on ``U``.
+
+    Args:
+        A: ``(*, m, n)``.
+        k: number of singular triplets, ``1 <= k <= min(m, n)``.
+        oversamples: extra columns ``p`` of the test matrix (``l = min(k + p, min(m, n))``).
+        n_iter: power iterations ``q``.
+        generator: source of the Gaussian test matrix (on ``A``'s device).
+        eps: broadening of the small SVD's backward (see :func:`~lamods.decomp.svd`).
+
+    Returns:
+        :class:`~lamods.decomp.SVDResult` ``(U (*, m, k), S (*, k), Vh (*, k, n))``.
+
+    Examples::
+
+        >>> g = torch.Generator().manual_seed(0)
+        >>> A = torch.randn(100, 8, dtype=torch.float64, generator=g) @ torch.randn(
+        ...     8, 50, dtype=torch.float64, generator=g)
+        >>> U, S, Vh = randomized_svd(A, 5, generator=g)
+        >>> torch.allclose(S, torch.linalg.svdvals(A)[:5])
+        True
+    """
+    check_matrix("randomized_svd", A)
+    m, n = A.shape[-2], A.shape[-1]
+    check_rank_k("randomized_svd", k, min(m, n), "min(m, n)")
+    oversamples = _check_nonneg_int("randomized_svd", "oversamples", oversamples)
+    n_iter = _check_nonneg_int("randomized_svd", "n_iter", n_iter)
+    check_symmetric_finite("randomized_svd", A, symmetric=False)
+    dtype = A.dtype
+    work = A.to(compute_dtype(dtype))
+    with torch.autocast(A.device.type, enabled=False):
+        if m < n:
+            V, S, Uh = _randomized_svd_tall(work.mT, k, oversamples, n_iter, generator, eps)
+            U, Vh = Uh.mT, V.mT
+            signs = column_signs(U)
+            U, Vh = U * signs, Vh * signs.mT
+        else:
+            U, S, Vh = _randomized_svd_tall(work, k, oversamples, n_iter, generator, eps)
+    return SVDResult(*cast_back(dtype, U, S, Vh))
+
+
+def _randomized_svd_tall(A: Tensor, k: int, oversamples: int, n_iter: int,
+                         generator: torch.Generator | None,
+                         eps: float | None) -> tuple[Tensor, Tensor, Tensor]:
+    size = min(k + oversamples, A.shape[-1])
+    Q = randomized_range_finder(A.detach(), size, n_iter, generator)
+    # B = Q^T A: (*, l, n), differentiable in A with Q fixed
+    Ub, S, Vh = svd(Q.mT @ A, eps=eps, validate=False)
+    U = Q @ Ub[..., :k]
+    S, Vh = S[..., :k], Vh[..., :k, :]
+    signs = column_signs(U)
+    return U * signs, S, Vh * signs.mT
+
+
+@torch.no_grad()
+def _subspace_iteration(A: Tensor, size: int, n_iter: int,
+                        generator: torch.Generator | None) -> Tensor:
+    Q = torch.linalg.qr(A @ _gaussian(A, size, generator)).Q
+    for _ in range(n_iter):
+        Q = torch.linalg.qr(A @ Q).Q
+    return Q
+
+
+@torch.no_grad()
+def _block_krylov(A: Tensor, size: int, n_iter: int,
+                  generator: torch.Generator | None) -> Tensor:
+    """Orthonormal basis of [Omega, A Omega, ..., A^q Omega] (block Lanczos, full reorth)."""
+    n = A.shape[-1]
+    blocks = [torch.linalg.qr(_gaussian(A, size, generator)).Q]
+    depth = min(n_iter, -(-n // size) - 1)
+    for _ in range(depth):
+        K = torch.cat(blocks, dim=-1)
+        W = A @ blocks[-1]
+        for _ in range(2):  # classical Gram-Schmidt, twice
+            W = W - K @ (K.mT @ W)
+        blocks.append(torch.linalg.qr(W).Q)
+    K = torch.cat(blocks, dim=-1)
+    if K.shape[-1] > n:
+        K = K[..., :n]
+    # one QR of the whole basis: orthonormal even where a block broke down (low rank)
+    return torch.linalg.qr(K).Q
+
+
+def topk_eigh(A: Tensor, k: int, *, method: str = "lanczos", largest: bool = True,
+              n_iter: int | None = None, oversamples: int = 10,
+              generator: torch.Generator | None = None,
+              eps: float | None = None) -> EighResult:
+    r"""The ``k`` largest (or smallest) eigenpairs of symmetric ``A``.
+
+    Args:
+        A: symmetric ``(*, n, n)``.
+        k: number of eigenpairs, ``1 <= k <= n``.
+        method: ``"lanczos"`` (block Krylov, default), ``"power"`` (subspace
+            iteration; largest magnitude, so for positive semi-definite ``A``
+            and ``largest=True`` only) or ``"full"`` (dense :func:`eigh`).
+        largest: the k largest eigenvalues in descending order, else the k
+            smallest in ascending order.
+        n_iter: power iterations / Krylov depth; None picks 4 for lanczos and 8 for power.
+        oversamples: extra columns per block, ``l = min(k + oversamples, n)``.
+        generator: source of the random start block.
+        eps: broadening of the small eigh's backward (see :func:`eigh`).
+
+    Gradients: ``"full"`` is exact (stable eigh backward); the others
+    differentiate the Rayleigh-Ritz step with the basis fixed (Note
+    [randomized backward]): exact for eigenvalue functions once converged.
+
+    Returns:
+        :class:`~lamods.decomp.EighResult` ``(eigenvalues (*, k), eigenvectors (*, n, k))``.
+
+    Examples::
+
+        >>> A = torch.diag(torch.arange(1.0, 31.0, dtype=torch.float64))
+        >>> topk_eigh(A, 3).eigenvalues
+        tensor([30.0000, 29.0000, 28.0000], dtype=torch.float64)
+        >>> topk_eigh(A, 2, largest=False, method="full").eigenvalues
+        tensor([1., 2.], dtype=torch.float64)
+    """
+    check_matrix("topk_eigh", A)
+    check_square("topk_eigh", A)
+    n = A.shape[-1]
+    check_rank_k("topk_eigh", k, n, "n")
+    if method not in _METHODS:
+        raise ValueError(f"topk_eigh: expected method in {_METHODS}, got {method!r}")
+    if method == "power" and not largest:
+        raise ValueError("topk_eigh: expected largest=True with method='power' (it converges to "
+                         "the largest magnitudes), got largest=False; use 'lanczos' or 'full'")
+    oversamples = _check_nonneg_int("topk_eigh", "oversamples", oversamples)
+    if n_iter is not None:
+        n_iter = _check_nonneg_int("topk_eigh", "n_iter", n_iter)
+    check_symmetric_finite("topk_eigh", A)
+    dtype = A.dtype
+    work = A.to(compute_dtype(dtype))
+    with torch.autocast(A.device.type, enabled=False):
+        if method == "full":
+            L, U = eigh(work, eps=eps, validate=False)
+        else:
+            size = min(k + oversamples, n)
+            if method == "power":
+                Q = _subspace_iteration(work.detach(), size, 8 if n_iter is None else n_iter,
+                                        generator)
+            else:
+                Q = _block_krylov(work.detach(), size, 4 if n_iter is None else n_iter,
+                                  generator)
+            # Rayleigh-Ritz: T = Q^T A Q = W diag(lambda) W^T, U = Q W (Q fixed)
+            T = Q.mT @ work @ Q
+            L, W = eigh(T, eps=eps, validate=False)
+            U = Q @ W
+        if largest:
+            L, U = L[..., -k:].flip(-1), U[..., -k:].flip(-1)
+        else:
+            L, U = L[..., :k], U[..., :k]
+        U = U * column_signs(U)
+    return EighResult(*cast_back(dtype, L, U))
