@@ -1,0 +1,58 @@
+"""PNG plots of a run, drawn from Lightning's CSV log (matplotlib, headless Agg backend)."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+
+from experiments.outputs import read_epoch_metrics
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
+
+
+def plot_curves(metrics_csv: str | Path, out_png: str | Path, title: str = "") -> Path | None:
+    """Plot every logged ``{stage}/{metric}`` against the epoch, one panel per metric.
+
+    Training and validation curves of the same metric share a panel; test metrics (one
+    value at the end) are marked with a star after the last epoch. Returns the PNG path, or
+    ``None`` when the log holds no epoch-level metrics (e.g. ``fast_dev_run``).
+    """
+    series = read_epoch_metrics(metrics_csv)
+    by_metric: dict[str, dict[str, list[tuple[int, float]]]] = defaultdict(dict)
+    for key, points in series.items():
+        stage, _, metric = key.rpartition("/")
+        if stage:
+            by_metric[metric][stage] = points
+    if not by_metric:
+        return None
+    last_epoch = max((e for key, pts in series.items() if not key.startswith("test/")
+                      for e, _ in pts), default=0)
+    names = sorted(by_metric)
+    fig, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.5), squeeze=False)
+    for ax, metric in zip(axes[0], names):
+        for stage, points in sorted(by_metric[metric].items()):
+            epochs = [e for e, _ in points]
+            values = [v for _, v in points]
+            if stage == "test":
+                ax.plot([last_epoch], values[-1:], "*", markersize=12, label=stage)
+            else:
+                ax.plot(epochs, values, "o-" if len(points) < 30 else "-", label=stage)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        if metric == "loss" and all(v > 0 and math.isfinite(v)
+                                    for pts in by_metric[metric].values() for _, v in pts):
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    out = Path(out_png)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
