@@ -2,13 +2,51 @@
 
 Public API::
 
-    from lamods import ManualLinear, ManualMLP
+    from lamods import ManualMLP, LowRankLinear, PCA, eigh, svd, compress
     from lamods.layers import ...      # nn.Modules used inside networks
+    from lamods.decomp import ...      # decompositions and fit-style modules
     from lamods import testing         # gradient-check helpers
 """
 
-from lamods.layers import ManualLinear, ManualMLP
+from lamods.decomp import (
+    PCA,
+    PCAWhitening,
+    ZCAWhitening,
+    eigh,
+    inv_sqrtm,
+    pca,
+    randomized_svd,
+    svd,
+    topk_eigh,
+)
+from lamods.layers import (
+    LowRankAdapter,
+    LowRankLinear,
+    ManualLinear,
+    ManualMLP,
+    add_adapters,
+    compress,
+    merge_adapters,
+)
 
 __version__ = "0.1.0"
 
-__all__ = ["ManualLinear", "ManualMLP", "__version__"]
+__all__ = [
+    "PCA",
+    "LowRankAdapter",
+    "LowRankLinear",
+    "ManualLinear",
+    "ManualMLP",
+    "PCAWhitening",
+    "ZCAWhitening",
+    "__version__",
+    "add_adapters",
+    "compress",
+    "eigh",
+    "inv_sqrtm",
+    "merge_adapters",
+    "pca",
+    "randomized_svd",
+    "svd",
+    "topk_eigh",
+]
