@@ -5,6 +5,7 @@ Public API::
     from lamods import ManualMLP, LowRankLinear, PCA, eigh, svd, compress
     from lamods.layers import ...      # nn.Modules used inside networks
     from lamods.decomp import ...      # decompositions and fit-style modules
+    from lamods.recsys import ...      # matrix-factorization recommender, MovieLens
     from lamods import testing         # gradient-check helpers
 """
 
@@ -28,6 +29,7 @@ from lamods.layers import (
     compress,
     merge_adapters,
 )
+from lamods.recsys import MatrixFactorization, MovieLens
 
 __version__ = "0.1.0"
 
@@ -37,6 +39,8 @@ __all__ = [
     "LowRankLinear",
     "ManualLinear",
     "ManualMLP",
+    "MatrixFactorization",
+    "MovieLens",
     "PCAWhitening",
     "ZCAWhitening",
     "__version__",

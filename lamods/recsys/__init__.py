@@ -1,0 +1,53 @@
+"""Matrix-factorization recommender and MovieLens data.
+
+- :class:`Ratings`, :class:`MovieLens`: rating data with contiguous user/item indices.
+- :func:`random_split`, :func:`kfold`, :func:`kfold_indices`, :func:`leave_last_out`: splits.
+- :func:`synthetic_ratings`: low-rank ratings plus noise (no data file).
+- :class:`MatrixFactorization`: biased MF / SVD++ model with ``recommend`` and
+  ``similar_items``.
+- :func:`fit_sgd`, :func:`fit_als`, :func:`fit_gibbs`: mini-batch gradient, alternating
+  least squares, Bayesian (Gibbs) fitting; :func:`ridge_rows`: one ALS half-step.
+- :func:`rmse`, :func:`mae`, :func:`evaluate`, :func:`precision_at_k`, :func:`recall_at_k`,
+  :func:`ndcg_at_k`, :func:`ranking_metrics`: metrics.
+"""
+
+from lamods.recsys.als import fit_als, fit_gibbs, ridge_rows
+from lamods.recsys.metrics import (
+    evaluate,
+    mae,
+    ndcg_at_k,
+    precision_at_k,
+    ranking_metrics,
+    recall_at_k,
+    rmse,
+)
+from lamods.recsys.mf import MatrixFactorization
+from lamods.recsys.movielens import VARIANTS, MovieLens, Ratings
+from lamods.recsys.splits import kfold, kfold_indices, leave_last_out, random_split
+from lamods.recsys.synthetic import SyntheticRatings, synthetic_ratings
+from lamods.recsys.train import FitHistory, fit_sgd
+
+__all__ = [
+    "VARIANTS",
+    "FitHistory",
+    "MatrixFactorization",
+    "MovieLens",
+    "Ratings",
+    "SyntheticRatings",
+    "evaluate",
+    "fit_als",
+    "fit_gibbs",
+    "fit_sgd",
+    "kfold",
+    "kfold_indices",
+    "leave_last_out",
+    "mae",
+    "ndcg_at_k",
+    "precision_at_k",
+    "random_split",
+    "ranking_metrics",
+    "recall_at_k",
+    "ridge_rows",
+    "rmse",
+    "synthetic_ratings",
+]

@@ -1,0 +1,193 @@
+r"""Mini-batch gradient training of :class:`~lamods.recsys.MatrixFactorization` in plain torch.
+
+Each step draws a shuffled batch :math:`B` of training ratings and descends on
+
+.. math::
+    \frac{1}{|B|}\sum_{(u,i)\in B} \ell_{ui}
+
+(:meth:`MatrixFactorization.loss`, Surprise's per-example objective). Large
+batches keep the step count small; Adam makes the step size insensitive to
+the batch size. ``optimizer="sparse_adam"`` (with ``sparse=True`` on the
+model) updates only the rows a batch touches, which pays when a batch touches
+a small part of large tables (millions of users or items); on MovieLens-100K
+a batch touches nearly every row and dense Adam is as fast (see the benchmark).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from lamods._checks import check_positive_int
+from lamods.recsys._validate import check_choice, check_nonnegative, check_positive
+from lamods.recsys.metrics import evaluate
+from lamods.recsys.mf import MatrixFactorization
+from lamods.recsys.movielens import Ratings
+
+__all__ = ["FitHistory", "fit_sgd", "prepare"]
+
+_OPTIMIZERS = ("adam", "sparse_adam", "adagrad", "sgd")
+
+
+@dataclass
+class FitHistory:
+    """Per-epoch record of a fit: RMSE on train / validation data (when asked) and seconds."""
+
+    train_rmse: list[float] = field(default_factory=list)
+    val_rmse: list[float] = field(default_factory=list)
+    val_mae: list[float] = field(default_factory=list)
+    epoch_seconds: list[float] = field(default_factory=list)
+
+
+class _Both:
+    """Two optimisers stepped together (SparseAdam cannot take the dense-gradient biases)."""
+
+    def __init__(self, *optimizers: torch.optim.Optimizer) -> None:
+        self.optimizers = optimizers
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for o in self.optimizers:
+            o.zero_grad(set_to_none=set_to_none)
+
+    def step(self) -> None:
+        for o in self.optimizers:
+            o.step()
+
+
+def prepare(model: MatrixFactorization, train: Ratings) -> tuple[torch.Tensor, ...]:
+    """Check ``train`` against ``model``, set mu and N(u); return its tensors on the device."""
+    name = "fit"
+    if not isinstance(train, Ratings):
+        raise TypeError(f"{name}: expected train as a Ratings, got {type(train).__name__}")
+    if (train.n_users, train.n_items) != (model.n_users, model.n_items):
+        raise ValueError(f"{name}: expected ratings over {model.n_users} users and "
+                         f"{model.n_items} items (the model's), got {train.n_users} users and "
+                         f"{train.n_items} items")
+    if len(train) == 0:
+        raise ValueError(f"{name}: expected at least one training rating, got none")
+    dev, dtype = model.user_factors.device, model.user_factors.dtype
+    users, items = train.users.to(dev), train.items.to(dev)
+    ratings = train.ratings.to(dev, dtype)
+    with torch.no_grad():
+        model.global_mean.fill_(train.global_mean)
+    model.set_interactions(users, items)
+    if model.rating_range is None:
+        model.rating_range = train.rating_range
+    return users, items, ratings
+
+
+def _record(history: FitHistory, model, train, val, track_train, seconds) -> None:
+    history.epoch_seconds.append(seconds)
+    if track_train:
+        history.train_rmse.append(evaluate(model, train)["rmse"])
+    if val is not None:
+        metrics = evaluate(model, val)
+        history.val_rmse.append(metrics["rmse"])
+        history.val_mae.append(metrics["mae"])
+
+
+def fit_sgd(
+    model: MatrixFactorization,
+    train: Ratings,
+    *,
+    epochs: int = 20,
+    batch_size: int = 8192,
+    lr: float = 0.01,
+    reg: float = 0.05,
+    reg_bias: float | None = None,
+    optimizer: str = "adam",
+    lr_decay: float = 1.0,
+    val: Ratings | None = None,
+    track_train: bool = False,
+    seed: int = 0,
+    callback: Callable[[int, FitHistory], None] | None = None,
+) -> FitHistory:
+    r"""Fit ``model`` to ``train`` by mini-batch gradient descent on the per-example loss.
+
+    Sets :math:`\mu` to the training mean and :math:`N(u)` to the training
+    interactions first, and zeroes the factors and biases of users and items
+    without a training rating at the end (they get the baseline prediction).
+
+    Args:
+        model: the model to train in place (any device and dtype).
+        train: training ratings over the model's users and items.
+        epochs: passes over the training data.
+        batch_size: ratings per step.
+        lr: learning rate of the optimiser.
+        reg: :math:`\lambda`, L2 weight of the factors per example.
+        reg_bias: :math:`\lambda_b`, L2 weight of the biases (default ``reg``).
+        optimizer: ``"adam"``, ``"sparse_adam"`` (needs ``model.sparse``),
+            ``"adagrad"`` or ``"sgd"``.
+        lr_decay: learning rate multiplied by this after every epoch.
+        val: ratings to report RMSE/MAE on after every epoch (clipped predictions).
+        track_train: also report the training RMSE after every epoch.
+        seed: seed of the shuffling.
+        callback: called as ``callback(epoch, history)`` after every epoch.
+
+    Returns:
+        :class:`FitHistory` with one entry per epoch.
+
+    Examples::
+
+        >>> from lamods.recsys import synthetic_ratings, random_split
+        >>> syn = synthetic_ratings(60, 50, 2, density=0.5, noise=0.1, seed=0)
+        >>> train, val = random_split(syn.data, (0.9, 0.1), seed=0)
+        >>> model = MatrixFactorization(60, 50, 2)
+        >>> hist = fit_sgd(model, train, epochs=40, batch_size=512, lr=0.05, reg=1e-3,
+        ...                val=val)
+        >>> hist.val_rmse[-1] < 0.2
+        True
+    """
+    name = "fit_sgd"
+    epochs = check_positive_int(name, "epochs", epochs)
+    batch_size = check_positive_int(name, "batch_size", batch_size)
+    lr = check_positive(name, "lr", lr)
+    reg = check_nonnegative(name, "reg", reg)
+    reg_bias = reg if reg_bias is None else check_nonnegative(name, "reg_bias", reg_bias)
+    check_choice(name, "optimizer", optimizer, _OPTIMIZERS)
+    if optimizer == "sparse_adam" and not model.sparse:
+        raise ValueError(f"{name}: expected a model built with sparse=True for "
+                         "optimizer='sparse_adam', got sparse=False")
+    users, items, ratings = prepare(model, train)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if optimizer == "adam":
+        opt = torch.optim.Adam(params, lr=lr)
+    elif optimizer == "sparse_adam":
+        # SparseAdam for the factor tables (sparse gradients), Adam for the bias vectors
+        opt = _Both(torch.optim.SparseAdam([p for p in params if p.dim() == 2], lr=lr),
+                    torch.optim.Adam([p for p in params if p.dim() == 1] or
+                                     [torch.zeros(1, requires_grad=True)], lr=lr))
+    elif optimizer == "adagrad":
+        opt = torch.optim.Adagrad(params, lr=lr)
+    else:
+        opt = torch.optim.SGD(params, lr=lr)
+    schedulers = [torch.optim.lr_scheduler.ExponentialLR(o, gamma=lr_decay)
+                  for o in (opt.optimizers if isinstance(opt, _Both) else [opt])]
+    gen = torch.Generator(device=users.device).manual_seed(seed)
+    history = FitHistory()
+    n = users.shape[0]
+    was_training = model.training
+    model.train()
+    for epoch in range(epochs):
+        start = time.perf_counter()
+        perm = torch.randperm(n, generator=gen, device=users.device)
+        for s in range(0, n, batch_size):
+            b = perm[s:s + batch_size]
+            loss = model.loss(users[b], items[b], ratings[b], reg=reg, reg_bias=reg_bias)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        for sched in schedulers:
+            sched.step()
+        seconds = time.perf_counter() - start
+        if val is not None or track_train:
+            model.zero_unseen(users, items)
+        _record(history, model, train, val, track_train, seconds)
+        if callback is not None:
+            callback(epoch, history)
+    model.zero_unseen(users, items)
+    model.train(was_training)
+    return history

@@ -1,0 +1,348 @@
+"""MatrixFactorization, its fitting functions, recommendations and metrics (lamods.recsys)."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from lamods.recsys import (
+    MatrixFactorization,
+    Ratings,
+    evaluate,
+    fit_als,
+    fit_gibbs,
+    fit_sgd,
+    ndcg_at_k,
+    precision_at_k,
+    random_split,
+    ranking_metrics,
+    recall_at_k,
+    ridge_rows,
+    rmse,
+    synthetic_ratings,
+)
+from lamods.testing import check_gradients
+
+NOISE = 0.1
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One torch thread: on a shared, oversubscribed CPU more threads were ~10x slower here."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    syn = synthetic_ratings(150, 120, 3, density=0.3, noise=NOISE, seed=0)
+    train, test = random_split(syn.data, (0.9, 0.1), seed=0)
+    return syn, train, test
+
+
+def _reference(model: MatrixFactorization, users, items, interactions):
+    """r_ui = mu + b_u + b_i + q_i^T (p_u + |N(u)|^-1/2 sum_{j in N(u)} y_j), by loops."""
+    out = []
+    for u, i in zip(users.tolist(), items.tolist()):
+        vec = model.user_factors[u]
+        if model.implicit:
+            n_u = sorted({j for uu, j in interactions if uu == u})
+            if n_u:
+                vec = vec + model.implicit_factors[n_u].sum(0) / len(n_u) ** 0.5
+        r = model.global_mean + model.item_factors[i] @ vec
+        if model.biased:
+            r = r + model.user_bias[u] + model.item_bias[i]
+        out.append(r)
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("implicit", [False, True])
+@pytest.mark.parametrize("biased", [False, True])
+def test_forward_matches_formula(implicit: bool, biased: bool) -> None:
+    model = MatrixFactorization(5, 7, 3, biased=biased, implicit=implicit, dtype=torch.float64)
+    with torch.no_grad():
+        model.global_mean.fill_(3.2)
+        if biased:
+            model.user_bias.normal_()
+            model.item_bias.normal_()
+    pairs = [(0, 1), (0, 4), (0, 4), (2, 6), (3, 0)]
+    model.set_interactions(torch.tensor([p[0] for p in pairs]), torch.tensor([p[1] for p in pairs]))
+    users = torch.tensor([[0, 2], [4, 0]])
+    items = torch.tensor([[3, 3], [1, 6]])
+    out = model(users, items)
+    assert out.shape == (2, 2)
+    torch.testing.assert_close(out.reshape(-1), _reference(model, users.reshape(-1),
+                                                            items.reshape(-1), pairs))
+
+
+def test_loss_matches_surprise_objective_and_gradcheck() -> None:
+    model = MatrixFactorization(4, 5, 2, implicit=True, dtype=torch.float64)
+    model.set_interactions(torch.tensor([0, 0, 1, 3]), torch.tensor([1, 2, 2, 4]))
+    users, items = torch.tensor([0, 1, 3, 0]), torch.tensor([4, 2, 0, 1])
+    ratings = torch.tensor([4.0, 2.0, 5.0, 3.0], dtype=torch.float64)
+    reg, reg_b = 0.3, 0.1
+    loss = model.loss(users, items, ratings, reg=reg, reg_bias=reg_b, reduction="sum")
+    n_u = {0: [1, 2], 1: [2], 3: [4]}
+    expected = 0.0
+    pred = model(users, items).detach()
+    for n, (u, i) in enumerate(zip(users.tolist(), items.tolist())):
+        y_sq = sum(float(model.implicit_factors.detach()[j].pow(2).sum()) for j in n_u[u])
+        expected += 0.5 * float(ratings[n] - pred[n]) ** 2 + 0.5 * reg * (
+            float(model.user_factors[u].pow(2).sum()) + float(model.item_factors[i].pow(2).sum())
+            + y_sq) + 0.5 * reg_b * (float(model.user_bias[u]) ** 2
+                                     + float(model.item_bias[i]) ** 2)
+    assert abs(float(loss) - expected) < 1e-10
+    # no hand-written backward: autograd's gradient of the whole loss, checked anyway
+    names = [n for n, _ in model.named_parameters()]
+
+    def fn(*params):
+        return torch.func.functional_call(model, dict(zip(names, params)), (users, items))
+
+    check_gradients(fn, *[p.detach() for p in model.parameters()], gradgrad=False)
+
+
+def test_sparse_gradients_equal_dense() -> None:
+    dense = MatrixFactorization(6, 8, 3, implicit=True)
+    sparse = MatrixFactorization(6, 8, 3, implicit=True, sparse=True)
+    sparse.load_state_dict(dense.state_dict())
+    for m in (dense, sparse):
+        m.set_interactions(torch.tensor([0, 1, 1, 5]), torch.tensor([2, 3, 7, 7]))
+        m.loss(torch.tensor([0, 1, 5, 1]), torch.tensor([1, 2, 3, 1]),
+               torch.tensor([1.0, 2.0, 3.0, 4.0]), reg=0.1).backward()
+    for (name, p), q in zip(dense.named_parameters(), sparse.parameters()):
+        assert q.grad.is_sparse == (q.dim() == 2), name
+        torch.testing.assert_close(q.grad.to_dense(), p.grad, msg=name)
+
+
+def test_state_dict_round_trip_keeps_interactions() -> None:
+    model = MatrixFactorization(5, 6, 2, implicit=True)
+    model.set_interactions(torch.tensor([0, 1, 1, 4]), torch.tensor([2, 3, 5, 0]))
+    fresh = MatrixFactorization(5, 6, 2, implicit=True)
+    fresh.load_state_dict(model.state_dict())
+    u, i = torch.tensor([0, 1, 4, 3]), torch.tensor([1, 1, 2, 5])
+    torch.testing.assert_close(fresh(u, i), model(u, i), rtol=0, atol=0)
+
+
+def test_bad_input_messages() -> None:
+    model = MatrixFactorization(5, 6, 2)
+    with pytest.raises(IndexError, match=re.escape(
+            "MatrixFactorization: expected user_ids in [0, 5), got 5")):
+        model(torch.tensor([5]), torch.tensor([0]))
+    with pytest.raises(TypeError, match="MatrixFactorization: expected item_ids of an integer "
+                                        "dtype, got dtype torch.float32"):
+        model(torch.tensor([0]), torch.tensor([0.0]))
+    with pytest.raises(ValueError, match=re.escape(
+            "MatrixFactorization: expected user_ids and item_ids of one shape, got (2,) and (1,)")):
+        model(torch.tensor([0, 1]), torch.tensor([0]))
+    with pytest.raises(ValueError, match="MatrixFactorization: expected n_factors to be a "
+                                         "positive int, got 0"):
+        MatrixFactorization(5, 6, 0)
+    with pytest.raises(ValueError, match="fit_als: expected a model with implicit=False"):
+        fit_als(MatrixFactorization(5, 6, 2, implicit=True),
+                Ratings(torch.tensor([0]), torch.tensor([0]), torch.ones(1), n_users=5,
+                        n_items=6))
+    with pytest.raises(ValueError, match=r"fit: expected ratings over 5 users and 6 items "
+                                         r"\(the model's\), got 2 users and 6 items"):
+        fit_sgd(model, Ratings(torch.tensor([1]), torch.tensor([0]), torch.ones(1), n_items=6))
+    with pytest.raises(ValueError, match="fit_sgd: expected optimizer to be one of 'adam', "
+                                         "'sparse_adam', 'adagrad', 'sgd', got 'lbfgs'"):
+        fit_sgd(model, Ratings(torch.tensor([0]), torch.tensor([0]), torch.ones(1), n_users=5,
+                               n_items=6), optimizer="lbfgs")
+
+
+# -- recovery on synthetic low-rank ratings ----------------------------------------------
+def test_sgd_recovers_low_rank_ratings(synthetic) -> None:
+    syn, train, test = synthetic
+    model = MatrixFactorization(150, 120, 3, rating_range=None)
+    hist = fit_sgd(model, train, epochs=40, batch_size=1024, lr=0.03, reg=1e-3, val=test,
+                   track_train=True)
+    assert len(hist.val_rmse) == len(hist.train_rmse) == 40
+    assert hist.val_rmse[-1] < 1.5 * NOISE, hist.val_rmse[-1]
+
+
+@pytest.mark.slow
+def test_svdpp_sparse_adam_recovers(synthetic) -> None:
+    syn, train, test = synthetic
+    model = MatrixFactorization(150, 120, 3, implicit=True, sparse=True)
+    fit_sgd(model, train, epochs=60, batch_size=1024, lr=0.02, reg=1e-3,
+            optimizer="sparse_adam")
+    assert evaluate(model, test)["rmse"] < 1.6 * NOISE
+
+
+def test_svdpp_sparse_adam_learns() -> None:
+    syn = synthetic_ratings(40, 30, 2, density=0.5, noise=NOISE, seed=2)
+    model = MatrixFactorization(40, 30, 2, implicit=True, sparse=True)
+    before = evaluate(model, syn.data)["rmse"]
+    hist = fit_sgd(model, syn.data, epochs=10, batch_size=128, lr=0.02, reg=1e-3,
+                   optimizer="sparse_adam", track_train=True)
+    assert hist.train_rmse[-1] < 0.5 * before
+
+
+def test_als_recovers_low_rank_ratings(synthetic) -> None:
+    syn, train, test = synthetic
+    model = MatrixFactorization(150, 120, 3, dtype=torch.float64)
+    fit_als(model, train, epochs=25, reg=1e-3)
+    assert evaluate(model, test)["rmse"] < 1.3 * NOISE
+
+
+def test_gibbs_recovers_low_rank_ratings(synthetic) -> None:
+    syn, train, test = synthetic
+    model, hist = fit_gibbs(train, 3, samples=10, burn_in=15, seed=0, val=test)
+    assert model.n_factors == 30 and len(hist.val_rmse) == 10
+    result = evaluate(model, test)["rmse"]
+    assert abs(result - hist.val_rmse[-1]) < 1e-6   # the model predicts the running average
+    assert result < 1.3 * NOISE
+
+
+# -- ALS is the closed-form ridge solution -----------------------------------------------
+def test_ridge_rows_is_closed_form() -> None:
+    g = torch.Generator().manual_seed(1)
+    n_rows, n_cols, k, n = 7, 9, 3, 40
+    rows = torch.randint(0, n_rows - 1, (n,), generator=g)   # last row has no rating
+    cols = torch.randint(0, n_cols, (n,), generator=g)
+    t = torch.randn(n, generator=g, dtype=torch.float64)
+    feats = torch.randn(n_cols, k, generator=g, dtype=torch.float64)
+    reg, reg_b = 0.3, 0.05
+    for weighted in (True, False):
+        x, b = ridge_rows(rows, cols, t, feats, n_rows, reg, reg_bias=reg_b, weighted=weighted)
+        for r in range(n_rows - 1):
+            sel = rows == r
+            z = np.concatenate([feats[cols[sel]].numpy(), np.ones((int(sel.sum()), 1))], 1)
+            s = int(sel.sum()) if weighted else 1
+            d = np.diag([reg] * k + [reg_b]) * s
+            ref = np.linalg.solve(z.T @ z + d, z.T @ t[sel].numpy())
+            np.testing.assert_allclose(x[r].numpy(), ref[:k], rtol=1e-9, atol=1e-12)
+            np.testing.assert_allclose(b[r].item(), ref[k], rtol=1e-9, atol=1e-12)
+        assert x[-1].abs().sum() == 0 and b[-1] == 0
+
+
+def test_fit_als_item_side_is_ridge_optimal_given_users(synthetic) -> None:
+    syn, train, _ = synthetic
+    model = MatrixFactorization(150, 120, 4, dtype=torch.float64)
+    reg = 0.05
+    fit_als(model, train, epochs=3, reg=reg)
+    # the last half-step solved the items with the users fixed: redo it in closed form
+    t = train.ratings.double() - model.global_mean - model.user_bias[train.users]
+    q, b_i = ridge_rows(train.items, train.users, t.detach(), model.user_factors.detach(), 120,
+                        reg)
+    torch.testing.assert_close(model.item_factors.detach(), q)
+    torch.testing.assert_close(model.item_bias.detach(), b_i)
+
+
+def test_als_and_sgd_minimise_the_same_objective(synthetic) -> None:
+    syn, train, _ = synthetic
+    reg = 0.05
+    als = MatrixFactorization(150, 120, 3, dtype=torch.float64)
+    fit_als(als, train, epochs=30, reg=reg)
+    # the items were solved last: the gradient of the summed loss on their side is zero;
+    # the users' side is near its fixed point
+    als.zero_grad()
+    als.loss(train.users, train.items, train.ratings.double(), reg=reg,
+             reduction="sum").backward()
+    assert als.item_factors.grad.abs().max() < 1e-9
+    assert als.item_bias.grad.abs().max() < 1e-9
+    assert als.user_factors.grad.abs().max() < 2e-2
+
+
+# -- unseen users/items, recommendations, similar items ----------------------------------
+def test_unseen_user_and_item_get_the_baseline() -> None:
+    syn = synthetic_ratings(40, 30, 2, density=0.5, seed=1)
+    keep = (syn.data.users != 7) & (syn.data.items != 3)
+    train = syn.data.subset(keep)
+    for fit in ("sgd", "als"):
+        model = MatrixFactorization(40, 30, 2, rating_range=(0, 10))
+        if fit == "sgd":
+            fit_sgd(model, train, epochs=3, batch_size=128)
+        else:
+            fit_als(model, train, epochs=3)
+        mu = model.global_mean
+        pred = model.predict(torch.tensor([7, 7, 5]), torch.tensor([9, 3, 3]))
+        expected = torch.stack([mu + model.item_bias[9], mu, mu + model.user_bias[5]])
+        torch.testing.assert_close(pred, expected.detach())
+
+
+def test_recommend_excludes_seen_and_ranks_by_score() -> None:
+    model = MatrixFactorization(6, 10, 3)
+    model.set_interactions(torch.tensor([0, 0, 2]), torch.tensor([1, 4, 9]))
+    users = torch.tensor([0, 2, 5])
+    items, scores = model.recommend(users, k=4)
+    assert items.shape == scores.shape == (3, 4)
+    full = model.score_all(users)
+    for row, u in enumerate(users.tolist()):
+        seen = {0: {1, 4}, 2: {9}, 5: set()}[u]
+        assert not seen & set(items[row].tolist())
+        allowed = [j for j in range(10) if j not in seen]
+        best = sorted(allowed, key=lambda j: -float(full[row, j]))[:4]
+        assert items[row].tolist() == best
+    items, _ = model.recommend(users, k=4, exclude_seen=False)
+    assert items[0].tolist() == full[0].topk(4).indices.tolist()
+    with pytest.raises(ValueError, match="expected k <= n_items"):
+        model.recommend(users, k=11)
+
+
+def test_similar_items_is_cosine() -> None:
+    model = MatrixFactorization(3, 8, 4)
+    items, sims = model.similar_items(torch.tensor([2, 5]), k=3)
+    q = model.item_factors.detach()
+    for row, i in enumerate([2, 5]):
+        cos = torch.nn.functional.cosine_similarity(q[i].unsqueeze(0), q, dim=1)
+        cos[i] = -2
+        assert items[row].tolist() == cos.topk(3).indices.tolist()
+        torch.testing.assert_close(sims[row], cos.topk(3).values)
+
+
+# -- metrics -----------------------------------------------------------------------------
+def test_ranking_metric_values() -> None:
+    rec = torch.tensor([[3, 0, 1], [2, 1, 0]])
+    rel = torch.tensor([[True, False, False, True], [False, False, False, True]])
+    torch.testing.assert_close(precision_at_k(rec, rel),
+                               torch.tensor([2 / 3, 0.0], dtype=torch.float64))
+    torch.testing.assert_close(recall_at_k(rec, rel), torch.tensor([1.0, 0.0],
+                                                                    dtype=torch.float64))
+    torch.testing.assert_close(ndcg_at_k(rec, rel), torch.tensor([1.0, 0.0],
+                                                                  dtype=torch.float64))
+    # hits at ranks 2 and 3 of 2 relevant: (1/log2 3 + 1/log2 4) / (1 + 1/log2 3)
+    ndcg = ndcg_at_k(torch.tensor([[1, 0, 3]]), torch.tensor([[True, False, False, True]]))
+    expected = (1 / np.log2(3) + 1 / np.log2(4)) / (1 + 1 / np.log2(3))
+    assert abs(float(ndcg) - expected) < 1e-12
+    assert abs(float(rmse(torch.tensor([1.0, 3.0]), torch.tensor([2.0, 3.0])))
+               - 0.5 ** 0.5) < 1e-6
+
+
+def test_ranking_metrics_of_an_oracle_model() -> None:
+    # a model whose item bias alone ranks the relevant test items first
+    n_users, n_items = 4, 12
+    model = MatrixFactorization(n_users, n_items, 2, init_std=0.0)
+    users = torch.tensor([0, 0, 1, 2, 3, 3])
+    items = torch.tensor([5, 6, 5, 7, 1, 2])
+    test = Ratings(users, items, torch.tensor([5.0, 4.0, 5.0, 2.0, 5.0, 1.0]), n_users=n_users,
+                   n_items=n_items)
+    with torch.no_grad():
+        model.item_bias.copy_(torch.tensor([0, 3, 0, 0, 0, 5, 4, 0, 0, 0, 0, 0.0]))
+    model.set_interactions(torch.tensor([1]), torch.tensor([0]))
+    out = ranking_metrics(model, test, k=3)
+    # users 0, 1, 3 have relevant items (rating >= 4); user 2 does not count
+    assert out["users"] == 3
+    assert abs(out["recall@3"] - 1.0) < 1e-12
+    assert abs(out["precision@3"] - (2 / 3 + 1 / 3 + 1 / 3) / 3) < 1e-12
+    assert 0 < out["ndcg@3"] <= 1
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA device not present")
+def test_cuda_fit_and_recommend() -> None:
+    syn = synthetic_ratings(50, 40, 2, density=0.5, seed=0)
+    data = syn.data.to("cuda")
+    model = MatrixFactorization(50, 40, 2, device="cuda")
+    fit_sgd(model, data, epochs=5, batch_size=256)
+    als = MatrixFactorization(50, 40, 2, device="cuda")
+    fit_als(als, data, epochs=3)
+    items, _ = als.recommend(torch.arange(5, device="cuda"), k=3)
+    assert items.device.type == "cuda"
+    gibbs, _ = fit_gibbs(data, 2, samples=3, burn_in=1, device="cuda")
+    assert evaluate(gibbs, data)["rmse"] < 1.0
