@@ -340,3 +340,179 @@ class FashionMNISTDataModule(TorchvisionDataModule):
     """Fashion-MNIST clothing images (Zalando), 784 pixels in ``[0, 1]``, 10 classes."""
 
     dataset_cls = datasets.FashionMNIST
+
+
+# ---------------------------------------------------------------------------
+# MovieLens ratings
+# ---------------------------------------------------------------------------
+class _RatingBatches(torch.utils.data.Dataset):
+    """``(users, items, ratings)`` served a whole batch at a time.
+
+    ``DataLoader`` calls ``__getitems__`` with the batch's indices, so a batch is three
+    tensor gathers rather than ``batch_size`` Python calls; :func:`_batch` is its collate.
+    """
+
+    def __init__(self, users: torch.Tensor, items: torch.Tensor, ratings: torch.Tensor) -> None:
+        self.users, self.items, self.ratings = users, items, ratings
+
+    def __len__(self) -> int:
+        return self.users.shape[0]
+
+    def __getitem__(self, index):
+        return self.users[index], self.items[index], self.ratings[index]
+
+    def __getitems__(self, indices):
+        return self[torch.as_tensor(indices, dtype=torch.long)]
+
+
+def _batch(batch):
+    return batch
+
+
+class MovieLensDataModule(pl.LightningDataModule):
+    r"""MovieLens ratings (:class:`lamods.recsys.MovieLens`) split into train/val/test by ``seed``.
+
+    Batches are ``(users, items, ratings)``: ``(B,)`` int64, int64, float32. Splits
+    (``split``), all over the same user and item index space:
+
+    - ``"random"``: holdout; ``test_fraction`` and ``val_fraction`` of all ratings.
+    - ``"kfold"``: test is fold ``fold`` of a shuffled ``n_folds``-fold split
+      (:func:`lamods.recsys.kfold_indices`); ``val_fraction`` of the rest is validation.
+    - ``"leave_last_out"``: each user's latest rating is the test part, the latest of the
+      remaining ones the validation part (users with too few ratings keep theirs in training).
+
+    :meth:`model_kwargs` gives the rating model the sizes it needs (``n_users``,
+    ``n_items``, ``rating_range``); :func:`experiments.train.build` passes them on.
+
+    Args:
+        root: folder holding ``ml-100k/u.data`` and the like (or the archive).
+        variant: ``"100k"``, ``"1m"``, ... (see :data:`lamods.recsys.VARIANTS`).
+        download: download the GroupLens archive (md5-checked) when no copy is found.
+        split: ``"random"``, ``"kfold"`` or ``"leave_last_out"``.
+        val_fraction, test_fraction: fractions of all ratings (``random``); ``val_fraction``
+            is of the training part for ``kfold``.
+        n_folds, fold: the k-fold split and which fold (0-based) is the test part.
+        batch_size, num_workers, pin_memory: DataLoader settings.
+        seed: seeds the split.
+    """
+
+    SPLITS = ("random", "kfold", "leave_last_out")
+
+    def __init__(
+        self,
+        *,
+        root: str | os.PathLike = "~/.cache/lamods/data",
+        variant: str = "100k",
+        download: bool = True,
+        split: str = "random",
+        val_fraction: float = 0.05,
+        test_fraction: float = 0.2,
+        n_folds: int = 5,
+        fold: int = 0,
+        batch_size: int = 16384,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        name = type(self).__name__
+        if split not in self.SPLITS:
+            raise ValueError(f"{name}: expected split to be one of {', '.join(self.SPLITS)}, "
+                             f"got {split!r}")
+        if split == "kfold" and not 0 <= fold < n_folds:
+            raise ValueError(f"{name}: expected fold in [0, {n_folds}) (n_folds={n_folds}), "
+                             f"got {fold}")
+        if batch_size < 1:
+            raise ValueError(f"{name}: expected batch_size >= 1, got {batch_size}")
+        self.root = Path(os.path.expanduser(str(root))).resolve()
+        self.variant = variant
+        self.download = bool(download)
+        self.split = split
+        self.val_fraction = float(val_fraction)
+        self.test_fraction = float(test_fraction)
+        self.n_folds = int(n_folds)
+        self.fold = int(fold)
+        self.batch_size = int(batch_size)
+        self.num_workers = int(num_workers)
+        self.pin_memory = bool(pin_memory)
+        self.seed = int(seed)
+        self.data = None  # the whole MovieLens set, read on first use
+        self.splits: dict = {}  # "train" / "val" / "test" -> lamods.recsys.Ratings
+
+    def load(self):
+        """The whole data set (read once; downloaded first when ``download`` and missing)."""
+        if self.data is None:
+            from lamods.recsys import MovieLens
+
+            self.data = MovieLens(self.root, self.variant, download=self.download)
+        return self.data
+
+    def prepare_data(self) -> None:
+        if self.download:
+            self.load()
+
+    def model_kwargs(self) -> dict:
+        """What a rating model needs from the data: ``n_users``, ``n_items``, ``rating_range``."""
+        data = self.load()
+        return {"n_users": data.n_users, "n_items": data.n_items,
+                "rating_range": list(data.rating_range)}
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        from lamods.recsys import kfold_indices, leave_last_out, random_split
+
+        data = self.load()
+        if self.split == "random":
+            rest = 1.0 - self.test_fraction - self.val_fraction
+            train, val, test = random_split(
+                data, (rest, self.val_fraction, self.test_fraction), seed=self.seed)
+        elif self.split == "kfold":
+            train_idx, test_idx = kfold_indices(len(data), self.n_folds, seed=self.seed)[self.fold]
+            rest, test = data.subset(train_idx), data.subset(test_idx)
+            train, val = random_split(rest, (1.0 - self.val_fraction, self.val_fraction),
+                                      seed=self.seed)
+        else:
+            rest, test = leave_last_out(data)
+            train, val = leave_last_out(rest)
+        self.splits = {"train": train, "val": val, "test": test}
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        if split not in self.splits:
+            raise RuntimeError(f"{type(self).__name__}: call setup() before asking for {split} "
+                               "data")
+        part = self.splits[split]
+        return DataLoader(
+            _RatingBatches(part.users, part.items, part.ratings),
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            collate_fn=_batch,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def sizes(self) -> dict[str, int]:
+        """Number of ratings in each split (after :meth:`setup`)."""
+        return {split: len(part) for split, part in self.splits.items()}
+
+    def item_titles(self) -> dict[int, str]:
+        """Raw item id -> title from ``u.item`` beside ``u.data`` (ML-100K), else empty."""
+        path = self.load().path.parent / "u.item"
+        if not path.is_file():
+            return {}
+        titles = {}
+        for line in path.read_text(encoding="latin-1").splitlines():
+            fields = line.split("|")
+            if len(fields) > 1 and fields[0].isdigit():
+                titles[int(fields[0])] = fields[1]
+        return titles

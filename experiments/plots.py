@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -50,6 +51,43 @@ def plot_curves(metrics_csv: str | Path, out_png: str | Path, title: str = "") -
         ax.legend()
     if title:
         fig.suptitle(title)
+    fig.tight_layout()
+    out = Path(out_png)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def plot_sweep(
+    series: Mapping[str, Sequence[tuple[float, float]]], out_png: str | Path, *,
+    xlabel: str, ylabel: str, title: str = "", logx: bool = False,
+) -> Path:
+    """Plot metrics against a swept value (e.g. test accuracy against the number of components).
+
+    ``series`` maps a label to its ``(x, y)`` points; every label is one line with markers
+    (the first one's values written beside them), on a base-2 log x axis if ``logx``.
+    """
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    ticks: set[float] = set()
+    for i, (label, points) in enumerate(series.items()):
+        xs, ys = zip(*sorted(points)) if points else ((), ())
+        ticks.update(xs)
+        ax.plot(xs, ys, "o-", label=label)
+        if i == 0:  # the first series' values, written beside its points
+            for x, y in zip(xs, ys):
+                ax.annotate(f"{y:.3g}", (x, y), textcoords="offset points", xytext=(0, 6),
+                            ha="center", fontsize=8)
+    if logx:
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(sorted(ticks), [f"{t:g}" for t in sorted(ticks)])
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    if len(series) > 1:
+        ax.legend()
+    if title:
+        ax.set_title(title)
     fig.tight_layout()
     out = Path(out_png)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 
+from experiments.fitted import fit_modules
 from experiments.outputs import read_epoch_metrics, summary_line, write_config, write_metrics
 from experiments.plots import plot_curves
 from experiments.tasks import Task
@@ -33,9 +34,17 @@ _QUIET = (
 
 
 def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, Task]:
-    """Instantiate the data module and the task (with its network, optimizer, scheduler)."""
+    """Instantiate the data module and the task (with its network, optimizer, scheduler).
+
+    Fit-style modules in the network (``PCA -> head``) are fitted on the training split
+    here, before the task sees the network (:func:`experiments.fitted.fit_modules`).
+    """
     datamodule = instantiate(cfg.data)
-    net = instantiate(cfg.model.net)
+    # a data module may give the network sizes only the data knows (a rating model's
+    # n_users, n_items) through model_kwargs()
+    model_kwargs = getattr(datamodule, "model_kwargs", None)
+    net = instantiate(cfg.model.net, **(model_kwargs() if callable(model_kwargs) else {}))
+    fit_modules(net, datamodule)
     optimizer = instantiate(cfg.optimizer)
     scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
     task = instantiate(cfg.task, net=net, optimizer=optimizer, scheduler=scheduler)
@@ -100,7 +109,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     config, fits (resuming from ``cfg.ckpt_path`` if set), tests the best checkpoint, and
     (on rank zero) writes ``config.yaml``, ``metrics.json`` and ``plots/curves.png`` into
     ``cfg.paths.output_dir`` beside the CSV log and the checkpoints, then prints a one-line
-    summary. Runs on ``cfg.torch_threads`` intra-op threads (the count is restored after).
+    summary. An experiment with a ``report`` (a ``_partial_`` callable, see
+    :mod:`experiments.reports`) gets it called on rank zero after testing; the metrics it
+    returns go into ``metrics.json``. Runs on ``cfg.torch_threads`` intra-op threads (the
+    count is restored after).
     Returns the metrics written to ``metrics.json``.
     """
     threads = torch.get_num_threads()
@@ -140,6 +152,10 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         best = "best" if checkpoint.best_model_path else None
         results = trainer.test(task, datamodule=datamodule, ckpt_path=best, verbose=False)
         metrics.update({k: float(v) for k, v in results[0].items()})
+    if cfg.get("report") and trainer.is_global_zero:
+        report = instantiate(cfg.report)
+        metrics.update(report(cfg=cfg, datamodule=datamodule, task=task,
+                              output_dir=output_dir, metrics=dict(metrics)) or {})
     metrics_csv = Path(logger.log_dir) / "metrics.csv"
     history = read_epoch_metrics(metrics_csv) if metrics_csv.is_file() else {}
     epochs, best_score = _fit_record(trainer, checkpoint, task, history)

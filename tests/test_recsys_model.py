@@ -24,6 +24,7 @@ from lamods.recsys import (
     rmse,
     synthetic_ratings,
 )
+from lamods.recsys.train import mf_backward
 from lamods.testing import check_gradients
 
 NOISE = 0.1
@@ -93,10 +94,11 @@ def test_loss_matches_surprise_objective_and_gradcheck() -> None:
     for n, (u, i) in enumerate(zip(users.tolist(), items.tolist())):
         y_sq = sum(float(model.implicit_factors.detach()[j].pow(2).sum()) for j in n_u[u])
         expected += 0.5 * float(ratings[n] - pred[n]) ** 2 + 0.5 * reg * (
-            float(model.user_factors[u].pow(2).sum()) + float(model.item_factors[i].pow(2).sum())
-            + y_sq) + 0.5 * reg_b * (float(model.user_bias[u]) ** 2
-                                     + float(model.item_bias[i]) ** 2)
-    assert abs(float(loss) - expected) < 1e-10
+            float(model.user_factors.detach()[u].pow(2).sum())
+            + float(model.item_factors.detach()[i].pow(2).sum())
+            + y_sq) + 0.5 * reg_b * (float(model.user_bias.detach()[u]) ** 2
+                                     + float(model.item_bias.detach()[i]) ** 2)
+    assert abs(float(loss.detach()) - expected) < 1e-10
     # no hand-written backward: autograd's gradient of the whole loss, checked anyway
     names = [n for n, _ in model.named_parameters()]
 
@@ -104,6 +106,49 @@ def test_loss_matches_surprise_objective_and_gradcheck() -> None:
         return torch.func.functional_call(model, dict(zip(names, params)), (users, items))
 
     check_gradients(fn, *[p.detach() for p in model.parameters()], gradgrad=False)
+
+
+@pytest.mark.parametrize("biased", [True, False])
+def test_hand_written_gradient_equals_autograd(biased: bool) -> None:
+    """mf_backward (Note [hand-written gradient]) against autograd of loss(), float64."""
+    torch.manual_seed(0)
+    model = MatrixFactorization(5, 7, 3, biased=biased, dtype=torch.float64)
+    with torch.no_grad():
+        model.global_mean.fill_(3.2)
+        if biased:
+            model.user_bias.normal_()
+            model.item_bias.normal_()
+    users = torch.tensor([0, 4, 4, 1, 0, 2, 4])  # repeated users and items accumulate
+    items = torch.tensor([6, 1, 1, 0, 3, 6, 2])
+    ratings = torch.tensor([4.0, 2.0, 5.0, 1.0, 3.0, 4.5, 2.0], dtype=torch.float64)
+    reg, reg_b = 0.3, 0.07
+    model.loss(users, items, ratings, reg=reg, reg_bias=reg_b).backward()
+    expected = {n: p.grad.clone() for n, p in model.named_parameters()}
+    for p in model.parameters():
+        p.grad.fill_(123.0)  # replaced, not accumulated
+    mf_backward(model, users, items, ratings, reg=reg, reg_bias=reg_b)
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, expected[n], rtol=1e-12, atol=1e-12, msg=n)
+    assert expected["user_factors"][3].abs().sum() == 0  # rows outside the batch: zero
+
+
+def test_fit_sgd_manual_and_autograd_backward_agree(synthetic) -> None:
+    syn, train, test = synthetic
+    fits = {}
+    for backward in ("manual", "autograd"):
+        torch.manual_seed(0)
+        model = MatrixFactorization(150, 120, 3, dtype=torch.float64)
+        fit_sgd(model, train, epochs=3, batch_size=512, lr=0.02, reg=0.05, reg_bias=0.01,
+                lr_decay=0.9, backward=backward)
+        fits[backward] = model
+    for (n, a), b in zip(fits["manual"].named_parameters(), fits["autograd"].parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9, msg=n)
+    with pytest.raises(ValueError, match="fit_sgd: expected implicit=False and a dense "
+                                         "optimizer for backward='manual', got implicit=True"):
+        fit_sgd(MatrixFactorization(150, 120, 3, implicit=True), train, backward="manual")
+    with pytest.raises(ValueError, match="mf_backward: expected a model without the implicit"):
+        mf_backward(MatrixFactorization(2, 2, 1, implicit=True), torch.tensor([0]),
+                    torch.tensor([0]), torch.ones(1))
 
 
 def test_sparse_gradients_equal_dense() -> None:

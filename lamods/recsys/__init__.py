@@ -6,7 +6,8 @@
 - :class:`MatrixFactorization`: biased MF / SVD++ model with ``recommend`` and
   ``similar_items``.
 - :func:`fit_sgd`, :func:`fit_als`, :func:`fit_gibbs`: mini-batch gradient, alternating
-  least squares, Bayesian (Gibbs) fitting; :func:`ridge_rows`: one ALS half-step.
+  least squares, Bayesian (Gibbs) fitting; :func:`ridge_rows`: one ALS half-step;
+  :func:`mf_backward`: the hand-written gradient ``fit_sgd`` uses for biased MF.
 - :func:`rmse`, :func:`mae`, :func:`evaluate`, :func:`precision_at_k`, :func:`recall_at_k`,
   :func:`ndcg_at_k`, :func:`ranking_metrics`: metrics.
 """
@@ -25,7 +26,7 @@ from lamods.recsys.mf import MatrixFactorization
 from lamods.recsys.movielens import VARIANTS, MovieLens, Ratings
 from lamods.recsys.splits import kfold, kfold_indices, leave_last_out, random_split
 from lamods.recsys.synthetic import SyntheticRatings, synthetic_ratings
-from lamods.recsys.train import FitHistory, fit_sgd
+from lamods.recsys.train import FitHistory, fit_sgd, mf_backward
 
 __all__ = [
     "VARIANTS",
@@ -42,6 +43,7 @@ __all__ = [
     "kfold_indices",
     "leave_last_out",
     "mae",
+    "mf_backward",
     "ndcg_at_k",
     "precision_at_k",
     "random_split",

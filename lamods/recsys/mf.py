@@ -22,7 +22,9 @@ regularised :math:`n_u` times (the weighted-lambda ridge of ALS-WR).
 
 Note [no custom backward]: everything here is plain differentiable torch ops
 (``embedding``, ``index_add``); autograd does the backward, so there is no
-hand-written gradient to check beyond the module's own gradcheck test.
+hand-written gradient to check beyond the module's own gradcheck test. (The fast path of
+:func:`~lamods.recsys.fit_sgd` computes the same gradient of :meth:`loss` by hand,
+:func:`lamods.recsys.train.mf_backward`; its tests compare it with autograd's.)
 """
 
 from __future__ import annotations

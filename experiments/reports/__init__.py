@@ -1,0 +1,15 @@
+"""Reports: what an experiment computes and plots after training, beyond the task's metrics.
+
+A report is a callable configured with ``_partial_: true`` under the config key ``report``
+(``configs/report/*.yaml``, added by an experiment with ``- /report: NAME`` in its defaults).
+:func:`experiments.train.train` calls it on rank zero once the model is trained and tested::
+
+    report(cfg=cfg, datamodule=datamodule, task=task, output_dir=output_dir, metrics=metrics)
+
+and merges the metrics it returns into ``metrics.json``. It writes its plots under
+``<output_dir>/plots/`` (when ``cfg.plots``). A new report is one file here and one YAML.
+"""
+
+from experiments.reports.pca import pca_report
+
+__all__ = ["pca_report"]
