@@ -21,12 +21,17 @@ from lamods.decomp import (
     topk_eigh,
 )
 from lamods.layers import (
+    GaussianRandomProjection,
     LowRankAdapter,
     LowRankLinear,
     ManualLinear,
     ManualMLP,
+    SparseRandomProjection,
+    SRHTProjection,
     add_adapters,
     compress,
+    fwht,
+    johnson_lindenstrauss_min_dim,
     merge_adapters,
 )
 from lamods.recsys import MatrixFactorization, MovieLens
@@ -35,6 +40,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "PCA",
+    "GaussianRandomProjection",
+    "SRHTProjection",
+    "SparseRandomProjection",
     "LowRankAdapter",
     "LowRankLinear",
     "ManualLinear",
@@ -47,7 +55,9 @@ __all__ = [
     "add_adapters",
     "compress",
     "eigh",
+    "fwht",
     "inv_sqrtm",
+    "johnson_lindenstrauss_min_dim",
     "merge_adapters",
     "pca",
     "randomized_svd",

@@ -1,8 +1,16 @@
 """``nn.Module`` layers used inside networks."""
 
 from lamods.layers.activations import ACTIVATIONS, Activation
+from lamods.layers.hadamard import fwht, hadamard_matrix
 from lamods.layers.lowrank import LowRankAdapter, LowRankLinear, energy_rank, lowrank_linear
 from lamods.layers.manual import ManualLinear, ManualMLP, linear, mlp
+from lamods.layers.projection import (
+    GaussianRandomProjection,
+    SparseRandomProjection,
+    SRHTProjection,
+    johnson_lindenstrauss_min_dim,
+    pairwise_distance_distortion,
+)
 from lamods.layers.surgery import (
     AdapterReport,
     CompressionReport,
@@ -18,17 +26,24 @@ __all__ = [
     "Activation",
     "AdapterReport",
     "CompressionReport",
+    "GaussianRandomProjection",
     "LayerAdapter",
     "LayerCompression",
     "LowRankAdapter",
     "LowRankLinear",
     "ManualLinear",
     "ManualMLP",
+    "SRHTProjection",
+    "SparseRandomProjection",
     "add_adapters",
     "compress",
     "energy_rank",
+    "fwht",
+    "hadamard_matrix",
+    "johnson_lindenstrauss_min_dim",
     "linear",
     "lowrank_linear",
     "merge_adapters",
     "mlp",
+    "pairwise_distance_distortion",
 ]
