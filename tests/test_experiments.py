@@ -56,6 +56,7 @@ TINY = [
 #: offline data for each experiment that needs files
 DATA_OVERRIDES = {
     "mlp_mnist": [f"data.root={SHARED_DATA}", "data.download=false", "data.limit_train=500"],
+    "lowrank_mnist": [f"data.root={SHARED_DATA}", "data.download=false", "data.limit_train=500"],
 }
 
 

@@ -10,6 +10,8 @@ and merges the metrics it returns into ``metrics.json``. It writes its plots und
 ``<output_dir>/plots/`` (when ``cfg.plots``). A new report is one file here and one YAML.
 """
 
+from experiments.reports.lowrank import lowrank_report
 from experiments.reports.pca import pca_report
+from experiments.reports.randproj import randproj_report
 
-__all__ = ["pca_report"]
+__all__ = ["lowrank_report", "pca_report", "randproj_report"]

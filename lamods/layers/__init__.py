@@ -10,6 +10,7 @@ from lamods.layers.projection import (
     SRHTProjection,
     johnson_lindenstrauss_min_dim,
     pairwise_distance_distortion,
+    pairwise_sq_distances,
 )
 from lamods.layers.surgery import (
     AdapterReport,
@@ -46,4 +47,5 @@ __all__ = [
     "merge_adapters",
     "mlp",
     "pairwise_distance_distortion",
+    "pairwise_sq_distances",
 ]

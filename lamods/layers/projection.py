@@ -57,6 +57,7 @@ from lamods._checks import check_features, check_like, check_positive_int
 from lamods.layers.hadamard import _scaled_fwht
 
 __all__ = [
+    "pairwise_sq_distances",
     "GaussianRandomProjection",
     "SRHTProjection",
     "SparseRandomProjection",
@@ -89,6 +90,23 @@ def johnson_lindenstrauss_min_dim(n_samples: int, eps: float = 0.1) -> int:
         raise ValueError(f"johnson_lindenstrauss_min_dim: expected eps in (0, 1), got {eps!r}")
     # k >= 4 ln n / (eps^2/2 - eps^3/3)
     return math.ceil(4 * math.log(n_samples) / (eps**2 / 2 - eps**3 / 3))
+
+
+def pairwise_sq_distances(X: Tensor) -> Tensor:
+    r""":math:`\lVert x_i - x_j \rVert^2` for every pair :math:`i < j` of rows, in float64.
+
+    In the order of ``torch.triu_indices(n, n, 1)``. Computed by ``torch.cdist``
+    with exact differences (no :math:`|x|^2 + |y|^2 - 2\langle x, y\rangle`
+    cancellation), without gathering a row pair per distance.
+
+    Examples::
+
+        >>> pairwise_sq_distances(torch.tensor([[0.0, 0.0], [3.0, 4.0], [6.0, 8.0]]))
+        tensor([ 25., 100.,  25.], dtype=torch.float64)
+    """
+    X = X.detach().double()
+    i, j = torch.triu_indices(len(X), len(X), 1, device=X.device)
+    return torch.cdist(X, X, compute_mode="donot_use_mm_for_euclid_dist")[i, j].square()
 
 
 def pairwise_distance_distortion(
@@ -132,7 +150,9 @@ def pairwise_distance_distortion(
         raise ValueError(f"{name}: expected at least 2 rows, got {n}")
     X, Y = X.detach().double(), Y.to(X.device).detach().double()
     if n_pairs is None:
-        i, j = torch.triu_indices(n, n, 1, device=X.device)
+        den_all, num_all = pairwise_sq_distances(X), pairwise_sq_distances(Y)
+        keep = den_all > 0
+        return num_all[keep] / den_all[keep]
     else:
         check_positive_int(name, "n_pairs", n_pairs)
         i = torch.randint(0, n, (n_pairs,), generator=generator, device="cpu")
