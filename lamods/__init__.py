@@ -6,9 +6,22 @@ Public API::
     from lamods.layers import ...      # nn.Modules used inside networks
     from lamods.decomp import ...      # decompositions and fit-style modules
     from lamods.recsys import ...      # matrix-factorization recommender, MovieLens
+    from lamods.classic import ...     # least squares, Gram-Schmidt, k-means, spectral, NMF
     from lamods import testing         # gradient-check helpers
 """
 
+from lamods.classic import (
+    NMF,
+    KMeans,
+    LinearRegression,
+    RidgeRegression,
+    SpectralClustering,
+    gram_schmidt,
+    lstsq,
+    orthonormalize,
+    project,
+    spectral_embedding,
+)
 from lamods.decomp import (
     PCA,
     PCAWhitening,
@@ -39,6 +52,16 @@ from lamods.recsys import MatrixFactorization, MovieLens
 __version__ = "0.1.0"
 
 __all__ = [
+    "NMF",
+    "KMeans",
+    "LinearRegression",
+    "RidgeRegression",
+    "SpectralClustering",
+    "gram_schmidt",
+    "lstsq",
+    "orthonormalize",
+    "project",
+    "spectral_embedding",
     "PCA",
     "GaussianRandomProjection",
     "SRHTProjection",

@@ -1,0 +1,320 @@
+r"""Spectral embedding and spectral clustering on a similarity graph.
+
+Affinity graph :math:`W` on the ``n`` points:
+
+- ``"rbf"``: :math:`W_{ij} = \exp(-\gamma \|x_i - x_j\|^2)` (differentiable in ``X``);
+- ``"nearest_neighbors"``: :math:`A_{ij} = 1` if :math:`x_j` is among the
+  ``n_neighbors`` nearest points of :math:`x_i` (itself included), then
+  :math:`W = (A + A^T)/2` (as scikit-learn's ``kneighbors_graph`` route).
+
+Degrees :math:`d_i = \sum_j W_{ij}`, :math:`D = \operatorname{diag}(d)`, and the graph Laplacian
+
+.. math::
+    L = D - W \;(\text{unnormalized}), \qquad
+    L_{sym} = I - D^{-1/2} W D^{-1/2} \;(\text{symmetric normalized}).
+
+:math:`L` is positive semi-definite with :math:`f^T L f = \frac12 \sum_{ij} W_{ij}
+(f_i - f_j)^2`: eigenvectors of small eigenvalues vary little across heavy
+edges, and the multiplicity of the eigenvalue 0 counts the connected
+components. The embedding is the ``k`` eigenvectors of the smallest
+eigenvalues, computed with lamods' stable :func:`~lamods.decomp.eigh` (so the
+embedding is differentiable with respect to an RBF graph's input). With
+:math:`L_{sym}` the rows are then scaled to unit length (Ng, Jordan & Weiss, 2001);
+clustering the rows with k-means gives spectral clustering (von Luxburg, "A
+tutorial on spectral clustering", 2007).
+
+Out-of-sample points (``SpectralClustering.predict``) get the Nystrom
+extension of the eigenvectors (Bengio et al., 2004): from :math:`L u = \lambda u`,
+:math:`u_i = \sum_j W_{ij} u_j / (d_i - \lambda)` (unnormalized) and
+:math:`u_i = \sum_j \frac{W_{ij}}{\sqrt{d_i d_j}} u_j / (1 - \lambda)` (symmetric),
+evaluated with the affinities :math:`w(x, x_j)` of the new point to the
+training points; for a training point and the RBF graph this reproduces its
+embedding row exactly.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from lamods._checks import check_features, check_like, check_positive_int
+from lamods.classic._base import FitState, check_data
+from lamods.classic.kmeans import KMeans
+from lamods.decomp._checks import check_rank_k
+from lamods.decomp._common import compute_dtype
+from lamods.decomp.eigh import eigh
+
+__all__ = ["SpectralClustering", "affinity_matrix", "laplacian", "spectral_embedding"]
+
+_AFFINITIES = ("rbf", "nearest_neighbors")
+_LAPLACIANS = ("unnormalized", "symmetric")
+
+
+def _sq_dists(X: Tensor, Y: Tensor) -> Tensor:
+    # ||x - y||^2 = ||x||^2 - 2 x^T y + ||y||^2, clamped at 0 against rounding
+    d = X.square().sum(-1, keepdim=True) - 2 * X @ Y.mT + Y.square().sum(-1).unsqueeze(-2)
+    return d.clamp_min(0)
+
+
+def _knn(D: Tensor, n_neighbors: int) -> Tensor:
+    """Directed kNN connectivity A (rows: query points) from squared distances D."""
+    idx = D.topk(n_neighbors, dim=-1, largest=False).indices
+    return torch.zeros_like(D).scatter_(-1, idx, 1.0)
+
+
+def affinity_matrix(X: Tensor, *, affinity: str = "rbf", gamma: float = 1.0,
+                    n_neighbors: int = 10) -> Tensor:
+    r"""Affinity :math:`W` ``(n, n)`` of the rows of ``X`` ``(n, d)`` (module docstring).
+
+    Examples::
+
+        >>> X = torch.tensor([[0.0], [1.0], [5.0]])
+        >>> affinity_matrix(X, gamma=1.0)[0]
+        tensor([1.0000e+00, 3.6788e-01, 1.3888e-11])
+        >>> affinity_matrix(X, affinity="nearest_neighbors", n_neighbors=2)
+        tensor([[1.0000, 1.0000, 0.0000],
+                [1.0000, 1.0000, 0.5000],
+                [0.0000, 0.5000, 1.0000]])
+    """
+    if affinity not in _AFFINITIES:
+        raise ValueError(f"affinity_matrix: expected affinity in {_AFFINITIES}, got {affinity!r}")
+    D = _sq_dists(X, X)
+    if affinity == "rbf":
+        # W_ij = exp(-gamma ||x_i - x_j||^2)
+        return torch.exp(-gamma * D)
+    check_rank_k("affinity_matrix", n_neighbors, X.shape[0], "n_samples", arg="n_neighbors")
+    A = _knn(D.detach(), n_neighbors)
+    # W = (A + A^T) / 2
+    return (A + A.mT) / 2
+
+
+def laplacian(W: Tensor, kind: str = "symmetric") -> tuple[Tensor, Tensor]:
+    r"""Graph Laplacian of the affinity ``W`` ``(n, n)`` and the degrees ``(n,)``.
+
+    ``"unnormalized"``: :math:`L = D - W`; ``"symmetric"``:
+    :math:`L_{sym} = I - D^{-1/2} W D^{-1/2}` (an isolated node gets degree
+    clamped to the smallest normal number, so no division by zero).
+
+    Examples::
+
+        >>> W = torch.tensor([[0.0, 1.0], [1.0, 0.0]])
+        >>> laplacian(W, "unnormalized")[0]
+        tensor([[ 1., -1.],
+                [-1.,  1.]])
+    """
+    if kind not in _LAPLACIANS:
+        raise ValueError(f"laplacian: expected kind in {_LAPLACIANS}, got {kind!r}")
+    deg = W.sum(-1)
+    if kind == "unnormalized":
+        # L = D - W
+        return torch.diag_embed(deg) - W, deg
+    inv_sqrt = deg.clamp_min(torch.finfo(W.dtype).tiny).rsqrt()
+    # L_sym = I - D^{-1/2} W D^{-1/2}
+    eye = torch.eye(W.shape[-1], dtype=W.dtype, device=W.device)
+    return eye - inv_sqrt.unsqueeze(-1) * W * inv_sqrt.unsqueeze(-2), deg
+
+
+def _embed(W: Tensor, k: int, kind: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(rows for k-means, eigenvalues (k,), eigenvectors (n, k), degrees (n,))."""
+    L, deg = laplacian(W, kind)
+    lam, U = eigh(L, validate=False)
+    lam, U = lam[:k], U[:, :k]
+    rows = U
+    if kind == "symmetric":
+        # Ng-Jordan-Weiss: rows to unit length
+        rows = U / torch.linalg.vector_norm(U, dim=-1, keepdim=True).clamp_min(
+            torch.finfo(U.dtype).tiny)
+    return rows, lam, U, deg
+
+
+def spectral_embedding(X: Tensor, n_components: int, *, affinity: str = "rbf",
+                       gamma: float = 1.0, n_neighbors: int = 10,
+                       laplacian_kind: str = "symmetric") -> Tensor:
+    r"""The ``n_components`` smallest Laplacian eigenvectors of the affinity graph of ``X``.
+
+    Args:
+        X: points ``(n, d)``, or with ``affinity="precomputed"`` a symmetric
+            non-negative affinity ``(n, n)``.
+        n_components: ``k``, the embedding dimension.
+        affinity: ``"rbf"``, ``"nearest_neighbors"`` or ``"precomputed"``.
+        gamma: RBF width :math:`\gamma`.
+        n_neighbors: neighbors of the kNN graph (the point itself included).
+        laplacian_kind: ``"symmetric"`` (rows then scaled to unit length) or ``"unnormalized"``.
+
+    Returns:
+        ``(n, k)``; differentiable with respect to ``X`` for the RBF and
+        precomputed affinities (stable eigh backward).
+
+    Examples::
+
+        >>> X = torch.tensor([[0.0], [0.1], [5.0], [5.1]], dtype=torch.float64)
+        >>> E = spectral_embedding(X, 2, gamma=1.0)
+        >>> bool(torch.allclose(E[0], E[1], atol=1e-3)), bool(torch.allclose(E[0], E[2]))
+        (True, False)
+    """
+    name = "spectral_embedding"
+    check_data(name, X)
+    if affinity == "precomputed":
+        if X.shape[0] != X.shape[1]:
+            raise ValueError(f"{name}: expected a square affinity (n, n) with "
+                             f"affinity='precomputed', got shape {tuple(X.shape)}")
+        W = X
+    elif affinity in _AFFINITIES:
+        W = affinity_matrix(X, affinity=affinity, gamma=gamma, n_neighbors=n_neighbors)
+    else:
+        raise ValueError(f"{name}: expected affinity in {_AFFINITIES + ('precomputed',)}, "
+                         f"got {affinity!r}")
+    if laplacian_kind not in _LAPLACIANS:
+        raise ValueError(f"{name}: expected laplacian_kind in {_LAPLACIANS}, "
+                         f"got {laplacian_kind!r}")
+    k = check_rank_k(name, n_components, X.shape[0], "n_samples", arg="n_components")
+    return _embed(W.to(compute_dtype(W.dtype)), k, laplacian_kind)[0].to(X.dtype)
+
+
+class SpectralClustering(FitState):
+    r"""Spectral clustering: k-means on the smallest Laplacian eigenvectors of an affinity graph.
+
+    Builds :math:`W` (RBF or kNN), the Laplacian :math:`L = D - W` or
+    :math:`L_{sym}`, takes its ``n_clusters`` smallest eigenvectors through
+    lamods' :func:`~lamods.decomp.eigh` (rows normalized for :math:`L_{sym}`), and
+    clusters them with :class:`KMeans` (module docstring). ``fit`` stores the
+    training points, eigenpairs and degrees in buffers; ``forward``/``predict``
+    labels new points through the Nystrom extension of the eigenvectors.
+    Dense: :math:`O(n^2)` memory and :math:`O(n^3)` time in ``n`` training points.
+
+    Args:
+        n_clusters: number of clusters ``k`` (also the embedding dimension).
+        affinity: ``"rbf"`` or ``"nearest_neighbors"``.
+        gamma: RBF width :math:`\gamma` in :math:`\exp(-\gamma \|x - y\|^2)`.
+        n_neighbors: neighbors of the kNN graph (the point itself included).
+        laplacian: ``"symmetric"`` or ``"unnormalized"``.
+        n_init: k-means runs on the embedding.
+        seed: seed of k-means (None: torch's global RNG).
+
+    Shape:
+        - ``fit(X)``: :math:`(N, d)`.
+        - ``forward``/``predict``: :math:`(M, d) \to (M)` int64 labels.
+
+    Attributes:
+        labels_: :math:`(N)` training labels.
+        embedding_: :math:`(N, k)` rows clustered by k-means.
+        eigenvalues_: :math:`(k)` smallest Laplacian eigenvalues.
+        eigenvectors_: :math:`(N, k)`.
+        degrees_: :math:`(N)`.
+        X_fit_: :math:`(N, d)` training points (for ``predict``).
+        kmeans: the fitted :class:`KMeans` on the embedding.
+
+    Examples::
+
+        >>> X = torch.tensor([[0.0, 0.0], [0.0, 0.2], [3.0, 3.0], [3.0, 3.2]])
+        >>> sc = SpectralClustering(2, gamma=1.0, seed=0).fit(X)
+        >>> bool(sc.labels_[0] == sc.labels_[1]), bool(sc.labels_[0] != sc.labels_[2])
+        (True, True)
+        >>> bool((sc(X) == sc.labels_).all())
+        True
+    """
+
+    _FITTED = ("labels_", "embedding_", "eigenvalues_", "eigenvectors_", "degrees_", "X_fit_")
+    _FITTED_MARK = "labels_"
+
+    def __init__(
+        self,
+        n_clusters: int = 8,
+        *,
+        affinity: str = "rbf",
+        gamma: float = 1.0,
+        n_neighbors: int = 10,
+        laplacian: str = "symmetric",
+        n_init: int = 10,
+        seed: int | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        name = type(self).__name__
+        self.n_clusters = check_positive_int(name, "n_clusters", n_clusters)
+        if affinity not in _AFFINITIES:
+            raise ValueError(f"{name}: expected affinity in {_AFFINITIES}, got {affinity!r}")
+        if laplacian not in _LAPLACIANS:
+            raise ValueError(f"{name}: expected laplacian in {_LAPLACIANS}, got {laplacian!r}")
+        if not gamma > 0:
+            raise ValueError(f"{name}: expected gamma > 0, got {gamma!r}")
+        self.affinity = affinity
+        self.gamma = float(gamma)
+        self.n_neighbors = check_positive_int(name, "n_neighbors", n_neighbors)
+        self.laplacian = laplacian
+        self.n_init = check_positive_int(name, "n_init", n_init)
+        self.seed = seed
+        self._register_fitted(device, dtype)
+        self.labels_ = torch.empty(0, dtype=torch.int64, device=device)
+        self.kmeans = KMeans(n_clusters, n_init=n_init, seed=seed, device=device, dtype=dtype)
+
+    @torch.no_grad()
+    def fit(self, X: Tensor, y: object = None) -> SpectralClustering:
+        """Cluster ``X`` ``(n_samples, n_features)``; returns ``self``. ``y`` is ignored."""
+        name = f"{type(self).__name__}.fit"
+        X = check_data(name, X, self.X_fit_, what="the module's")
+        n = X.shape[0]
+        k = self.n_clusters
+        if k > n:
+            raise ValueError(f"{name}: expected n_clusters <= n_samples = {n}, got {k}")
+        if self.affinity == "nearest_neighbors" and self.n_neighbors > n:
+            raise ValueError(f"{name}: expected n_neighbors <= n_samples = {n}, "
+                             f"got {self.n_neighbors}")
+        work = X.to(compute_dtype(X.dtype))
+        W = affinity_matrix(work, affinity=self.affinity, gamma=self.gamma,
+                            n_neighbors=self.n_neighbors)
+        rows, lam, U, deg = _embed(W, k, self.laplacian)
+        self.kmeans.fit(rows.to(X.dtype))
+        self.labels_ = self.kmeans.labels_
+        self.embedding_ = rows.to(X.dtype)
+        self.eigenvalues_ = lam.to(X.dtype)
+        self.eigenvectors_ = U.to(X.dtype)
+        self.degrees_ = deg.to(X.dtype)
+        self.X_fit_ = X.clone()
+        return self
+
+    def transform(self, X: Tensor) -> Tensor:
+        r"""Nystrom-extended embedding rows ``(M, k)`` of new points ``X`` ``(M, d)``."""
+        name = f"{type(self).__name__}.transform"
+        self._check_fitted("transform")
+        check_features(name, X, self.X_fit_.shape[1])
+        check_like(name, X, self.X_fit_)
+        D = _sq_dists(X.reshape(-1, X.shape[-1]), self.X_fit_)
+        if self.affinity == "rbf":
+            w = torch.exp(-self.gamma * D)
+        else:
+            w = _knn(D, self.n_neighbors)
+        lam, U, deg = self.eigenvalues_, self.eigenvectors_, self.degrees_
+        d_new = w.sum(-1, keepdim=True)
+        tiny = torch.finfo(w.dtype).tiny
+        if self.laplacian == "unnormalized":
+            # u(x) = sum_j w(x, x_j) u_j / (d(x) - lambda)
+            E = (w @ U) / (d_new - lam)
+        else:
+            # u(x) = sum_j w(x, x_j) / sqrt(d(x) d_j) u_j / (1 - lambda), then unit rows
+            E = ((w * deg.clamp_min(tiny).rsqrt()) @ U) / d_new.clamp_min(tiny).sqrt()
+            E = E / (1 - lam)
+            E = E / torch.linalg.vector_norm(E, dim=-1, keepdim=True).clamp_min(tiny)
+        return E.reshape(*X.shape[:-1], self.n_clusters)
+
+    def predict(self, X: Tensor) -> Tensor:
+        """Cluster labels ``(*)`` of new points ``X`` ``(*, d)`` (Nystrom extension + k-means)."""
+        self._check_fitted("predict")
+        return self.kmeans.predict(self.transform(X))
+
+    def forward(self, X: Tensor) -> Tensor:
+        return self.predict(X)
+
+    def fit_predict(self, X: Tensor, y: object = None) -> Tensor:
+        """Fit, then return the training labels ``(n_samples,)``."""
+        return self.fit(X).labels_
+
+    def extra_repr(self) -> str:
+        s = f"n_clusters={self.n_clusters}, affinity={self.affinity!r}, "
+        s += (f"gamma={self.gamma}" if self.affinity == "rbf"
+              else f"n_neighbors={self.n_neighbors}")
+        s += f", laplacian={self.laplacian!r}"
+        if self.is_fitted():
+            s += f", fitted on {self.X_fit_.shape[0]} points"
+        return s
