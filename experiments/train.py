@@ -112,7 +112,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     summary. An experiment with a ``report`` (a ``_partial_`` callable, see
     :mod:`experiments.reports`) gets it called on rank zero after testing; the metrics it
     returns go into ``metrics.json``. Runs on ``cfg.torch_threads`` intra-op threads (the
-    count is restored after).
+    count is restored after). With ``train: false`` (an experiment whose work is all in its
+    report, e.g. fitting scikit-learn-style estimators) no task or trainer is built: the
+    report gets ``task=None`` and its metrics are the run's (:func:`_report_only`).
     Returns the metrics written to ``metrics.json``.
     """
     threads = torch.get_num_threads()
@@ -130,6 +132,8 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         warnings.filterwarnings("ignore", message=pattern)
     output_dir = Path(cfg.paths.output_dir)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    if not cfg.get("train", True):
+        return _report_only(cfg, output_dir, start)
     datamodule, task = build(cfg)
 
     checkpoint = ModelCheckpoint(
@@ -176,4 +180,27 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         if cfg.get("plots", True) and metrics_csv.is_file():
             plot_curves(metrics_csv, output_dir / "plots" / "curves.png", title=cfg.name)
         print(summary_line(cfg.name, metrics, output_dir))
+    return metrics
+
+
+def _report_only(cfg: DictConfig, output_dir: Path, start: float) -> dict[str, Any]:
+    """``train: false``: instantiate the data, call the report, write the run directory.
+
+    No network, task, trainer, checkpoint or CSV log: ``config.yaml``, ``metrics.json`` (the
+    report's metrics plus wall time, device, name and seed) and the report's plots.
+    """
+    if not cfg.get("report"):
+        raise ValueError("train: expected a report (an experiment with '- /report: NAME') "
+                         "when train=false, got none: there would be nothing to run")
+    datamodule = instantiate(cfg.data)
+    report = instantiate(cfg.report)
+    write_config(cfg, output_dir)
+    metrics: dict[str, Any] = dict(report(cfg=cfg, datamodule=datamodule, task=None,
+                                          output_dir=output_dir, metrics={}) or {})
+    metrics.setdefault("n_params", 0)  # nothing trained
+    metrics.setdefault("device", "cpu")
+    metrics.update(wall_time_s=round(time.perf_counter() - start, 3), name=cfg.name,
+                   seed=cfg.seed)
+    write_metrics(metrics, output_dir)
+    print(summary_line(cfg.name, metrics, output_dir))
     return metrics

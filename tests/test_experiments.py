@@ -33,11 +33,13 @@ from lamods import ManualMLP
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
 EXPERIMENTS = sorted(p.stem for p in (CONFIGS / "exp").glob("*.yaml"))
-#: experiments with their own test file (not classification): tests/test_experiments_recsys.py
-OWN_TESTS = {"mf_movielens"}
+#: experiments with their own test file (not classification): tests/test_experiments_recsys.py,
+#: tests/test_experiments_classic.py
+OWN_TESTS = {"mf_movielens", "clustering_digits", "linreg"}
 CLASSIFICATION = [name for name in EXPERIMENTS if name not in OWN_TESTS]
 #: group options that compose only beside their partners (a rating model needs rating data)
-PARTNERS = {"movielens": ["model=mf", "task=rating"], "mf": ["data=movielens", "task=rating"]}
+PARTNERS = {"movielens": ["model=mf", "task=rating"], "mf": ["data=movielens", "task=rating"],
+            "diabetes": ["+exp=linreg"]}
 SHARED_DATA = REPO.parent / "shared" / "data"
 HAVE_MNIST = (SHARED_DATA / "MNIST" / "raw").is_dir()
 needs_mnist = pytest.mark.skipif(

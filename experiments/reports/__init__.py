@@ -8,10 +8,16 @@ A report is a callable configured with ``_partial_: true`` under the config key 
 
 and merges the metrics it returns into ``metrics.json``. It writes its plots under
 ``<output_dir>/plots/`` (when ``cfg.plots``). A new report is one file here and one YAML.
+An experiment whose work is all in its report (fitting estimators, no network to train) sets
+``train: false``: then no task or trainer is built and the report gets ``task=None``.
 """
 
+from experiments.reports.clustering import clustering_report
+from experiments.reports.linreg import linreg_report
 from experiments.reports.lowrank import lowrank_report
 from experiments.reports.pca import pca_report
 from experiments.reports.randproj import randproj_report
 
-__all__ = ["lowrank_report", "pca_report", "randproj_report"]
+__all__ = [
+    "clustering_report", "linreg_report", "lowrank_report", "pca_report", "randproj_report",
+]

@@ -1,0 +1,143 @@
+r"""The clustering report: lamods' k-means and spectral clustering against scikit-learn's.
+
+On the points :math:`X` of the chosen splits (all of digits by default; a seeded random
+subset of at most ``max_samples``), with the true classes only used to score:
+
+- ``kmeans``: :class:`lamods.classic.KMeans` (k-means++, ``n_init`` runs, Lloyd) against
+  ``sklearn.cluster.KMeans`` with the same ``n_clusters``, ``n_init``, ``max_iter``, ``tol``;
+- ``spectral``: :class:`lamods.classic.SpectralClustering` (affinity graph :math:`W`,
+  :math:`L_{sym} = I - D^{-1/2} W D^{-1/2}`, its ``k`` smallest eigenvectors, k-means on the
+  unit rows) against ``sklearn.cluster.SpectralClustering`` with the same affinity,
+  ``gamma``/``n_neighbors`` and ``n_init``.
+
+Each labelling is scored against the classes with the adjusted Rand index (0 for chance,
+1 for the classes up to renaming) and normalized mutual information,
+
+.. math::
+    \text{ARI} = \frac{\text{RI} - \mathbb E[\text{RI}]}{\max \text{RI} - \mathbb E[\text{RI}]},
+    \qquad \text{NMI} = \frac{I(Y; C)}{\tfrac12 (H(Y) + H(C))}.
+
+Metrics: ``cluster/ari@M``, ``cluster/nmi@M`` and ``time/fit_s@M`` for ``M`` in ``kmeans``,
+``sklearn_kmeans``, ``spectral``, ``sklearn_spectral``; ``cluster/inertia@kmeans`` and
+``@sklearn_kmeans``; ``cluster/n_samples``. Plot: ``plots/clusters.png``, the points on
+their first two principal components coloured by class, by our k-means and by our spectral
+clusters, and our spectral embedding on its first two principal components by class.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig
+from sklearn import cluster
+from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+from experiments.fitted import split_data
+from experiments.plots import plt
+from lamods.classic import KMeans, SpectralClustering
+from lamods.decomp import PCA
+
+METHODS = ("kmeans", "sklearn_kmeans", "spectral", "sklearn_spectral")
+
+
+def _timed(fit: Callable[[], Any]) -> tuple[Any, float]:
+    start = time.perf_counter()
+    fitted = fit()
+    return fitted, time.perf_counter() - start
+
+
+def _points(datamodule: pl.LightningDataModule, splits: Sequence[str], max_samples: int | None,
+            seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    parts = [split_data(datamodule, split) for split in splits]
+    x = torch.cat([p[0] for p in parts]).double()
+    y = torch.cat([p[1] for p in parts])
+    if max_samples is not None and len(y) > max_samples:
+        keep = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))[:max_samples]
+        x, y = x[keep], y[keep]
+    return x, y
+
+
+def _plot(x: torch.Tensor, classes: np.ndarray, labels: Mapping[str, np.ndarray],
+          embedding: np.ndarray, out: Path, title: str) -> None:
+    scores = PCA(2, dtype=torch.float64).fit(x).transform(x).numpy()
+    panels = [("PCA, true class", scores, classes),
+              *((f"PCA, {name} clusters", scores, lab) for name, lab in labels.items()),
+              ("spectral embedding (ours) on 2 PCs, true class", embedding, classes)]
+    fig, axes = plt.subplots(2, 2, figsize=(10, 8.5))
+    for ax, (name, points, colour) in zip(axes.flat, panels):
+        ax.scatter(points[:, 0], points[:, 1], c=colour, cmap="tab10", s=5, alpha=0.7,
+                   vmin=-0.5, vmax=9.5 if colour.max() < 10 else None)
+        ax.set_title(name)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(title)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+
+
+def clustering_report(
+    *,
+    cfg: DictConfig,
+    datamodule: pl.LightningDataModule,
+    task: pl.LightningModule | None,
+    output_dir: str | Path,
+    metrics: Mapping[str, Any],
+    n_clusters: int | None = None,
+    splits: Sequence[str] = ("train", "val", "test"),
+    max_samples: int | None = 5000,
+    n_init: int = 10,
+    max_iter: int = 300,
+    tol: float = 1e-4,
+    affinity: str = "nearest_neighbors",
+    gamma: float = 1.0,
+    n_neighbors: int = 10,
+) -> dict[str, Any]:
+    """Cluster the data with ours and scikit-learn's (see the module docstring).
+
+    ``n_clusters`` defaults to ``data.num_classes``. ``task`` and ``metrics`` are unused
+    (a ``train: false`` experiment). Returns the new metrics.
+    """
+    k = int(n_clusters or cfg.data.num_classes)
+    x, y = _points(datamodule, list(splits), max_samples, cfg.seed)
+    x_np, classes = x.numpy(), y.numpy()
+    seed = int(cfg.seed)
+    graph = {"gamma": gamma} if affinity == "rbf" else {"n_neighbors": n_neighbors}
+
+    fits = {
+        "kmeans": lambda: KMeans(k, n_init=n_init, max_iter=max_iter, tol=tol, seed=seed,
+                                 dtype=torch.float64).fit(x),
+        "sklearn_kmeans": lambda: cluster.KMeans(k, n_init=n_init, max_iter=max_iter, tol=tol,
+                                                 random_state=seed).fit(x_np),
+        "spectral": lambda: SpectralClustering(k, affinity=affinity, n_init=n_init, seed=seed,
+                                               dtype=torch.float64, **graph).fit(x),
+        "sklearn_spectral": lambda: cluster.SpectralClustering(
+            k, affinity=affinity, n_init=n_init, random_state=seed, **graph).fit(x_np),
+    }
+    out: dict[str, Any] = {"cluster/n_samples": len(classes), "cluster/n_clusters": k}
+    models, labels = {}, {}
+    for name, fit in fits.items():
+        models[name], seconds = _timed(fit)
+        found = models[name].labels_
+        labels[name] = found.numpy() if isinstance(found, torch.Tensor) else np.asarray(found)
+        out[f"cluster/ari@{name}"] = float(adjusted_rand_score(classes, labels[name]))
+        out[f"cluster/nmi@{name}"] = float(normalized_mutual_info_score(classes, labels[name]))
+        out[f"time/fit_s@{name}"] = round(seconds, 4)
+    out["cluster/inertia@kmeans"] = float(models["kmeans"].inertia_)
+    out["cluster/inertia@sklearn_kmeans"] = float(models["sklearn_kmeans"].inertia_)
+
+    if cfg.get("plots", True):
+        embedding = models["spectral"].embedding_
+        embedding = PCA(2, dtype=torch.float64).fit(embedding).transform(embedding).numpy()
+        _plot(x, classes, {"k-means (ours)": labels["kmeans"],
+                           "spectral (ours)": labels["spectral"]},
+              embedding, Path(output_dir) / "plots" / "clusters.png",
+              f"{cfg.name}: {len(classes):,} points, k={k}")
+    return out
