@@ -59,6 +59,53 @@ __all__ = ["PCA", "PCAResult", "pca"]
 
 _SOLVERS = ("auto", "full", "randomized", "covariance")
 
+#: Rows centered at a time by :func:`centered_scatter` (a block stays in cache).
+_SCATTER_ROWS = 4096
+#: Column blocks of :func:`centered_scatter`: only the nb (nb + 1) / 2 upper blocks are computed.
+_SCATTER_BLOCKS = 4
+
+
+def centered_scatter(X: Tensor, mean: Tensor) -> Tensor:
+    r"""The centered scatter :math:`M = (X - 1\mu^T)^T (X - 1\mu^T)`, without a centered copy of X.
+
+    Note [blocked scatter]: rows are centered a block at a time (the block stays
+    in cache; no full-size centered copy is written), and the columns are split
+    into ``_SCATTER_BLOCKS`` groups of which only the upper blocks
+    :math:`M_{ab} = X_{c,a}^T X_{c,b}`, :math:`a \le b`, are multiplied (the lower
+    ones are their transposes): 10/16 of the flops of the full product for 4
+    groups. Centering before multiplying keeps float32 accurate: the shortcut
+    :math:`X^T X - n \mu\mu^T` cancels catastrophically when :math:`|\mu|` is
+    large against the spread (scikit-learn's ``covariance_eigh`` takes it).
+
+    Args:
+        X: ``(n, d)``; mean: ``(d,)``.
+
+    Examples::
+
+        >>> X = torch.randn(100, 6, dtype=torch.float64)
+        >>> m = X.mean(0)
+        >>> torch.allclose(centered_scatter(X, m), (X - m).T @ (X - m))
+        True
+    """
+    n, d = X.shape
+    nb = max(1, min(_SCATTER_BLOCKS, d // 64))
+    edges = [d * i // nb for i in range(nb + 1)]
+    blocks = {(a, b): torch.zeros(edges[a + 1] - edges[a], edges[b + 1] - edges[b],
+                                  dtype=X.dtype, device=X.device)
+              for a in range(nb) for b in range(a, nb)}
+    for r in range(0, n, _SCATTER_ROWS):
+        Bc = X[r:r + _SCATTER_ROWS] - mean
+        cols = [Bc[:, edges[a]:edges[a + 1]] for a in range(nb)]
+        for (a, b), M_ab in blocks.items():
+            # M_ab += Xc_a^T Xc_b over this block of rows
+            M_ab.addmm_(cols[a].mT, cols[b])
+    M = torch.empty(d, d, dtype=X.dtype, device=X.device)
+    for (a, b), M_ab in blocks.items():
+        M[edges[a]:edges[a + 1], edges[b]:edges[b + 1]] = M_ab
+        if a != b:
+            M[edges[b]:edges[b + 1], edges[a]:edges[a + 1]] = M_ab.mT
+    return M
+
 
 # ---------------------------------------------------------------------------
 # Functional, differentiable
@@ -312,15 +359,14 @@ class PCA(nn.Module):
         solver = self._choose_solver(n, d, k)
         work = X.to(compute_dtype(X.dtype))
         mean = work.mean(0) if self.center else torch.zeros_like(work[0])
-        Xc = work - mean
         scatter = torch.empty(0, dtype=work.dtype, device=work.device)
         if solver == "covariance":
-            # scatter M = Xc^T Xc, eigenvalues = s^2
-            scatter = Xc.mT @ Xc
-            scatter = (scatter + scatter.mT) / 2
+            # scatter M = Xc^T Xc (symmetric by construction), eigenvalues = s^2
+            scatter = centered_scatter(work, mean)
             S2, Vt = self._eig_scatter(scatter)
             total_var = S2.sum() / (n - 1)
         elif solver == "full":
+            Xc = work - mean
             _, S, Vt = torch.linalg.svd(Xc, full_matrices=False)
             S2 = S.square()
             total_var = S2.sum() / (n - 1)
@@ -331,6 +377,7 @@ class PCA(nn.Module):
             gen = None
             if self.seed is not None:
                 gen = torch.Generator(device=X.device).manual_seed(self.seed)
+            Xc = work - mean
             _, S, Vt = randomized_svd(Xc, k, self.oversamples, n_iter, gen)
             S2 = S.square()
             total_var = Xc.square().sum() / (n - 1)
@@ -392,8 +439,7 @@ class PCA(nn.Module):
             mean_b = stats[:d] / n_b
         else:
             mean_b = torch.zeros(d, dtype=work.dtype, device=work.device)
-        Xc = work - mean_b
-        scatter_b = _all_reduce_sum(Xc.mT @ Xc)
+        scatter_b = _all_reduce_sum(centered_scatter(work, mean_b))
         if n_a == 0:
             mean, scatter = mean_b, scatter_b
         else:
