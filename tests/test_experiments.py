@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from experiment_helpers import CONFIGS, HAVE_MNIST, REPO, SHARED_DATA, TINY, make_cfg, needs_mnist
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from experiments.data import DigitsDataModule, MNISTDataModule, SyntheticDataModule
 from experiments.models import sequential_mlp
@@ -30,8 +30,6 @@ from experiments.tasks import ClassificationTask, Task
 from experiments.train import build
 from lamods import ManualMLP
 
-REPO = Path(__file__).resolve().parents[1]
-CONFIGS = REPO / "configs"
 EXPERIMENTS = sorted(p.stem for p in (CONFIGS / "exp").glob("*.yaml"))
 #: experiments with their own test file (not classification): tests/test_experiments_recsys.py,
 #: tests/test_experiments_classic.py
@@ -40,34 +38,12 @@ CLASSIFICATION = [name for name in EXPERIMENTS if name not in OWN_TESTS]
 #: group options that compose only beside their partners (a rating model needs rating data)
 PARTNERS = {"movielens": ["model=mf", "task=rating"], "mf": ["data=movielens", "task=rating"],
             "diabetes": ["+exp=linreg"]}
-SHARED_DATA = REPO.parent / "shared" / "data"
-HAVE_MNIST = (SHARED_DATA / "MNIST" / "raw").is_dir()
-needs_mnist = pytest.mark.skipif(
-    not HAVE_MNIST, reason=f"no local MNIST copy at {SHARED_DATA / 'MNIST' / 'raw'} (no network)"
-)
 
-#: a few batches, one epoch, quiet
-TINY = [
-    "trainer.max_epochs=1",
-    "trainer.limit_train_batches=3",
-    "trainer.limit_val_batches=2",
-    "trainer.limit_test_batches=2",
-    "trainer.enable_progress_bar=false",
-    "trainer.enable_model_summary=false",
-]
 #: offline data for each experiment that needs files
 DATA_OVERRIDES = {
     "mlp_mnist": [f"data.root={SHARED_DATA}", "data.download=false", "data.limit_train=500"],
     "lowrank_mnist": [f"data.root={SHARED_DATA}", "data.download=false", "data.limit_train=500"],
 }
-
-
-def make_cfg(overrides: list[str], output_dir: Path | None = None) -> DictConfig:
-    """Compose ``configs/config.yaml`` with ``overrides`` (and the run directory)."""
-    if output_dir is not None:
-        overrides = [*overrides, f"paths.output_dir={output_dir}"]
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        return compose(config_name="config", overrides=overrides)
 
 
 def exp_overrides(name: str) -> list[str]:

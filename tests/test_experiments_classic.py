@@ -15,29 +15,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig, OmegaConf
+from experiment_helpers import SHARED_DATA, make_cfg, needs_mnist
+from omegaconf import OmegaConf
 from sklearn.datasets import load_diabetes
 from sklearn.linear_model import LinearRegression, Ridge
 
 from experiments.data import DiabetesDataModule
 from experiments.run import run
 
-REPO = Path(__file__).resolve().parents[1]
-CONFIGS = REPO / "configs"
-SHARED_DATA = REPO.parent / "shared" / "data"
-needs_mnist = pytest.mark.skipif(
-    not (SHARED_DATA / "MNIST" / "raw").is_dir(),
-    reason=f"no local MNIST copy at {SHARED_DATA / 'MNIST' / 'raw'} (no network)",
-)
 CLUSTER_METHODS = ("kmeans", "sklearn_kmeans", "spectral", "sklearn_spectral")
 LINREG_METHODS = ("normal_eq", "gd", "sklearn", "ridge", "sklearn_ridge")
-
-
-def make_cfg(overrides: list[str], output_dir: Path) -> DictConfig:
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        return compose(config_name="config",
-                       overrides=[*overrides, f"paths.output_dir={output_dir}"])
 
 
 def check_report_only_run(out: Path, metrics: dict, name: str, plot: str) -> None:

@@ -19,8 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig
+from experiment_helpers import QUIET, REPO, SHARED_DATA, TINY, make_cfg, needs_mnist
 from torch import nn
 
 from experiments.data import SyntheticDataModule
@@ -29,32 +28,7 @@ from experiments.run import run
 from experiments.train import build
 from lamods.decomp import PCA, ZCAWhitening
 
-REPO = Path(__file__).resolve().parents[1]
-CONFIGS = REPO / "configs"
-SHARED_DATA = REPO.parent / "shared" / "data"
-needs_mnist = pytest.mark.skipif(
-    not (SHARED_DATA / "MNIST" / "raw").is_dir(),
-    reason=f"no local MNIST copy at {SHARED_DATA / 'MNIST' / 'raw'} (no network)",
-)
-
-#: a few batches, one epoch, quiet
-TINY = [
-    "trainer.max_epochs=1",
-    "trainer.limit_train_batches=3",
-    "trainer.limit_val_batches=2",
-    "trainer.limit_test_batches=2",
-    "trainer.enable_progress_bar=false",
-    "trainer.enable_model_summary=false",
-]
-QUIET = ["trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
 PCA_PLOTS = ("curves", "explained_variance", "pca_scatter", "reconstructions", "acc_vs_k")
-
-
-def make_cfg(overrides: list[str], output_dir: Path | None = None) -> DictConfig:
-    if output_dir is not None:
-        overrides = [*overrides, f"paths.output_dir={output_dir}"]
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        return compose(config_name="config", overrides=overrides)
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from experiment_helpers import SHARED_DATA, TINY, make_cfg, needs_mnist
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import nn
@@ -30,23 +30,6 @@ from experiments.reports.lowrank import (
 from experiments.run import run
 from lamods import compress
 
-REPO = Path(__file__).resolve().parents[1]
-CONFIGS = REPO / "configs"
-SHARED_DATA = REPO.parent / "shared" / "data"
-needs_mnist = pytest.mark.skipif(
-    not (SHARED_DATA / "MNIST" / "raw").is_dir(),
-    reason=f"no local MNIST copy at {SHARED_DATA / 'MNIST' / 'raw'} (no network)",
-)
-
-#: a few batches, one epoch, quiet
-TINY = [
-    "trainer.max_epochs=1",
-    "trainer.limit_train_batches=3",
-    "trainer.limit_val_batches=2",
-    "trainer.limit_test_batches=2",
-    "trainer.enable_progress_bar=false",
-    "trainer.enable_model_summary=false",
-]
 #: the experiment on digits with three settings and a one-epoch fine-tune
 DIGITS = ["+exp=lowrank_mnist", "data=digits", "report.ranks=[4,64]", "report.energies=[0.9]",
           "report.finetune_epochs=1"]
@@ -54,13 +37,6 @@ ROW_KEYS = {"setting", "rank", "energy", "ranks", "layers_replaced", "layers_kep
             "params_before", "params_after", "ratio", "model_params", "model_ratio",
             "rel_error", "rel_error_max", "acc_compressed", "acc_finetuned", "drop",
             "drop_vs_control", "meets_target"}
-
-
-def make_cfg(overrides: list[str], output_dir: Path | None = None) -> DictConfig:
-    if output_dir is not None:
-        overrides = [*overrides, f"paths.output_dir={output_dir}"]
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        return compose(config_name="config", overrides=overrides)
 
 
 def trained_net(cfg: DictConfig, run_dir: Path) -> nn.Module:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
-from hydra import compose, initialize_config_dir
+from experiment_helpers import QUIET, make_cfg
 
 import experiments.tasks.rating as rating_module
 from experiments.data import MovieLensDataModule
@@ -23,9 +23,6 @@ from experiments.train import build
 from lamods.recsys import MatrixFactorization, rmse, synthetic_ratings
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*(LeafSpec|many workers).*")
-
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-QUIET = ["trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
 
 
 def write_u_data(root: Path, n_users: int = 60, n_items: int = 80, seed: int = 0) -> Path:
@@ -46,12 +43,6 @@ def write_u_data(root: Path, n_users: int = 60, n_items: int = 80, seed: int = 0
 def data_root(tmp_path) -> Path:
     write_u_data(tmp_path / "data")
     return tmp_path / "data"
-
-
-def make_cfg(overrides: list[str], output_dir: Path):
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        return compose(config_name="config",
-                       overrides=[*overrides, f"paths.output_dir={output_dir}"])
 
 
 def exp(data_root: Path, *extra: str) -> list[str]:
