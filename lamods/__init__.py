@@ -35,10 +35,14 @@ from lamods.decomp import (
 )
 from lamods.layers import (
     GaussianRandomProjection,
+    KernelRidgeHead,
     LowRankAdapter,
     LowRankLinear,
     ManualLinear,
     ManualMLP,
+    NystromFeatures,
+    RandomFourierFeatures,
+    RBFKernel,
     SparseRandomProjection,
     SRHTProjection,
     add_adapters,
@@ -52,6 +56,10 @@ from lamods.recsys import MatrixFactorization, MovieLens
 __version__ = "0.1.0"
 
 __all__ = [
+    "KernelRidgeHead",
+    "NystromFeatures",
+    "RBFKernel",
+    "RandomFourierFeatures",
     "NMF",
     "KMeans",
     "LinearRegression",

@@ -2,6 +2,19 @@
 
 from lamods.layers.activations import ACTIVATIONS, Activation
 from lamods.layers.hadamard import fwht, hadamard_matrix
+from lamods.layers.kernel import (
+    CosineKernel,
+    Kernel,
+    KernelRidgeHead,
+    LaplacianKernel,
+    LinearKernel,
+    NystromFeatures,
+    PolynomialKernel,
+    RandomFourierFeatures,
+    RBFKernel,
+    kernel_ridge,
+    make_kernel,
+)
 from lamods.layers.lowrank import LowRankAdapter, LowRankLinear, energy_rank, lowrank_linear
 from lamods.layers.manual import ManualLinear, ManualMLP, linear, mlp
 from lamods.layers.projection import (
@@ -23,6 +36,17 @@ from lamods.layers.surgery import (
 )
 
 __all__ = [
+    "CosineKernel",
+    "Kernel",
+    "KernelRidgeHead",
+    "LaplacianKernel",
+    "LinearKernel",
+    "NystromFeatures",
+    "PolynomialKernel",
+    "RBFKernel",
+    "RandomFourierFeatures",
+    "kernel_ridge",
+    "make_kernel",
     "ACTIVATIONS",
     "Activation",
     "AdapterReport",
