@@ -13,11 +13,13 @@ An experiment whose work is all in its report (fitting estimators, no network to
 """
 
 from experiments.reports.clustering import clustering_report
+from experiments.reports.kernel import kernel_report
 from experiments.reports.linreg import linreg_report
 from experiments.reports.lowrank import lowrank_report
 from experiments.reports.pca import pca_report
 from experiments.reports.randproj import randproj_report
 
 __all__ = [
-    "clustering_report", "linreg_report", "lowrank_report", "pca_report", "randproj_report",
+    "clustering_report", "kernel_report", "linreg_report", "lowrank_report", "pca_report",
+    "randproj_report",
 ]
