@@ -153,6 +153,42 @@ def test_nystrom_subset_approximates_and_state_dict_roundtrip() -> None:
     torch.testing.assert_close(fresh(X), Phi)
 
 
+def test_nystrom_kmeans_landmarks_beat_random() -> None:
+    gen = torch.Generator().manual_seed(0)
+    centers = 6 * torch.randn(8, 2, generator=gen, dtype=D64)
+    X = (centers[torch.arange(400) % 8] + 0.5 * torch.randn(400, 2, generator=gen, dtype=D64))
+    K = RBFKernel(1.0, dtype=D64)(X)
+    errs = {}
+    for lm in ("random", "kmeans"):
+        ny = NystromFeatures(2, 16, "rbf", landmarks=lm, seed=0, lengthscale=1.0,
+                             dtype=D64).fit(X)
+        Phi = ny(X)
+        errs[lm] = float((Phi @ Phi.T - K).abs().mean())
+    assert errs["kmeans"] < 0.5 * errs["random"]
+    assert "landmarks='kmeans'" in repr(ny)
+    # the landmarks are centers, not rows of X; the state_dict carries them
+    assert not bool((torch.cdist(ny.landmarks_, X).min(dim=1).values < 1e-12).all())
+    fresh = NystromFeatures(2, 16, "rbf", landmarks="kmeans", lengthscale=1.0, dtype=D64)
+    fresh.load_state_dict(ny.state_dict())
+    torch.testing.assert_close(fresh(X), Phi)
+    with pytest.raises(ValueError, match="NystromFeatures: expected landmarks to be 'random' "
+                                         "or 'kmeans', got 'grid'"):
+        NystromFeatures(2, 4, landmarks="grid")
+    with pytest.raises(ValueError, match="NystromFeatures: expected kmeans_iter"):
+        NystromFeatures(2, 4, kmeans_iter=0)
+
+
+def test_rbf_no_grad_path_matches_autograd_path() -> None:
+    X, Y = _data(70, 50)
+    k = RBFKernel(1.3, dtype=D64, block_elements=500)
+    with torch.no_grad():
+        fast_xx, fast_xy = k(X), k(X, Y)
+    X.requires_grad_(True)
+    torch.testing.assert_close(fast_xx, k(X).detach(), atol=1e-14, rtol=0)
+    torch.testing.assert_close(fast_xy, k(X, Y).detach(), atol=1e-14, rtol=0)
+    assert bool((fast_xx.diagonal() == 1).all())
+
+
 # ---------------------------------------------------------------------------
 # Kernel ridge
 # ---------------------------------------------------------------------------

@@ -188,6 +188,15 @@ class RBFKernel(Kernel):
 
     def _block(self, Xb: Tensor, Y: Tensor, diag_offset: int | None) -> Tensor:
         l = self.lengthscale.to(Xb.dtype)  # noqa: E741
+        if not (torch.is_grad_enabled() and (Xb.requires_grad or Y.requires_grad
+                                             or l.requires_grad)):
+            # same formula without autograd: in place, one (rows, m) buffer
+            K = Xb @ Y.mT
+            K.mul_(-2).add_(Xb.square().sum(-1, keepdim=True)).add_(
+                Y.square().sum(-1).unsqueeze(-2)).clamp_min_(0)
+            if diag_offset is not None:
+                K.diagonal(diag_offset, dim1=-2, dim2=-1).zero_()
+            return K.mul_(-0.5 / (l * l)).exp_()
         # ||x - y||^2 = ||x||^2 + ||y||^2 - 2 <x, y>, clamped at 0
         sq = (Xb.square().sum(-1, keepdim=True) + Y.square().sum(-1).unsqueeze(-2)
               - 2 * Xb @ Y.mT).clamp_min(0)
@@ -468,7 +477,10 @@ class NystromFeatures(_Fitted):
     r"""Nystrom features :math:`\varphi(x) = K(x, L)\, K(L, L)^{-1/2}` (Williams and Seeger, 2001).
 
     ``fit(X)`` samples ``n_landmarks`` rows of ``X`` without replacement as the
-    landmarks :math:`L` and computes :math:`K(L, L)^{-1/2}` through the stable
+    landmarks :math:`L` (``landmarks="random"``), or uses them to start
+    ``kmeans_iter`` Lloyd iterations of :class:`~lamods.classic.KMeans` and takes
+    the cluster centers (``landmarks="kmeans"``, closer to the data's spread, so a
+    better approximation for the same :math:`m`), and computes :math:`K(L, L)^{-1/2}` through the stable
     :func:`~lamods.decomp.eigh`, with eigenvalues clamped at 0 and a jitter
     :math:`\epsilon` added: :math:`U \operatorname{diag}((\lambda + \epsilon)^{-1/2}) U^T`.
     Then :math:`\varphi(x)^T \varphi(y) = K(x, L) K(L, L)^{-1} K(L, y) \approx k(x, y)`,
@@ -480,6 +492,8 @@ class NystromFeatures(_Fitted):
         in_features: :math:`d`.
         n_landmarks: number of landmarks :math:`m`.
         kernel: a :class:`Kernel` module or a name (see :func:`make_kernel`).
+        landmarks: ``"random"`` (rows of ``X``) or ``"kmeans"`` (k-means centers).
+        kmeans_iter: most Lloyd iterations with ``landmarks="kmeans"``.
         jitter: :math:`\epsilon` relative to the mean of :math:`\operatorname{diag} K(L, L)`;
             None uses the square root of the dtype's machine epsilon.
         seed, generator: randomness of the landmark choice (at most one).
@@ -497,6 +511,7 @@ class NystromFeatures(_Fitted):
     _FITTED = ("landmarks_", "normalization_")
 
     def __init__(self, in_features: int, n_landmarks: int, kernel: str | Kernel = "rbf", *,
+                 landmarks: str = "random", kmeans_iter: int = 10,
                  jitter: float | None = None, seed: int | None = None,
                  generator: torch.Generator | None = None,
                  device: torch.device | str | None = None, dtype: torch.dtype | None = None,
@@ -505,6 +520,11 @@ class NystromFeatures(_Fitted):
         name = "NystromFeatures"
         self.in_features = check_positive_int(name, "in_features", in_features)
         self.n_landmarks = check_positive_int(name, "n_landmarks", n_landmarks)
+        if landmarks not in ("random", "kmeans"):
+            raise ValueError(f"{name}: expected landmarks to be 'random' or 'kmeans', "
+                             f"got {landmarks!r}")
+        self.landmarks = landmarks
+        self.kmeans_iter = check_positive_int(name, "kmeans_iter", kmeans_iter)
         if jitter is not None:
             _check_positive(name, "jitter", jitter)
         self.jitter = jitter
@@ -517,7 +537,7 @@ class NystromFeatures(_Fitted):
 
     @torch.no_grad()
     def fit(self, X: Tensor, y: object = None) -> NystromFeatures:
-        """Pick random landmarks among the rows of ``X`` and compute :math:`K(L, L)^{-1/2}`."""
+        """Pick landmarks (rows of ``X`` or k-means centers), compute :math:`K(L, L)^{-1/2}`."""
         from lamods.decomp import eigh
 
         X = self._check_fit_data("fit", X, self.landmarks_)
@@ -530,6 +550,12 @@ class NystromFeatures(_Fitted):
         gdev = gen.device if gen is not None else torch.device("cpu")
         idx = torch.randperm(n, generator=gen, device=gdev)[:self.n_landmarks].to(X.device)
         L = X[idx].clone()
+        if self.landmarks == "kmeans":
+            from lamods.classic import KMeans
+
+            km = KMeans(self.n_landmarks, init=L, max_iter=self.kmeans_iter,
+                        device=X.device, dtype=X.dtype)
+            L = km.fit(X).cluster_centers_
         K = self.kernel(L)
         lam, U = eigh(K, validate=False)
         eps = self.jitter if self.jitter is not None else math.sqrt(torch.finfo(K.dtype).eps)
@@ -546,7 +572,8 @@ class NystromFeatures(_Fitted):
         return self.kernel(x, self.landmarks_) @ self.normalization_  # K(x, L) K(L, L)^(-1/2)
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, n_landmarks={self.n_landmarks}"
+        return (f"in_features={self.in_features}, n_landmarks={self.n_landmarks}, "
+                f"landmarks={self.landmarks!r}")
 
 
 def _solve_ridge(name: str, K: Tensor, Y: Tensor, alpha: Tensor | float) -> Tensor:
