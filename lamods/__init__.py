@@ -36,6 +36,7 @@ from lamods.decomp import (
 from lamods.layers import (
     GaussianRandomProjection,
     KernelRidgeHead,
+    LinearSVMHead,
     LowRankAdapter,
     LowRankLinear,
     ManualLinear,
@@ -57,6 +58,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "KernelRidgeHead",
+    "LinearSVMHead",
     "NystromFeatures",
     "RBFKernel",
     "RandomFourierFeatures",

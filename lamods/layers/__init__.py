@@ -15,6 +15,7 @@ from lamods.layers.kernel import (
     kernel_ridge,
     make_kernel,
 )
+from lamods.layers.kernel_svm import LinearSVMHead, squared_hinge_loss
 from lamods.layers.lowrank import LowRankAdapter, LowRankLinear, energy_rank, lowrank_linear
 from lamods.layers.manual import ManualLinear, ManualMLP, linear, mlp
 from lamods.layers.projection import (
@@ -41,6 +42,7 @@ __all__ = [
     "KernelRidgeHead",
     "LaplacianKernel",
     "LinearKernel",
+    "LinearSVMHead",
     "NystromFeatures",
     "PolynomialKernel",
     "RBFKernel",
@@ -72,4 +74,5 @@ __all__ = [
     "mlp",
     "pairwise_distance_distortion",
     "pairwise_sq_distances",
+    "squared_hinge_loss",
 ]

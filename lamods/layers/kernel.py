@@ -131,6 +131,9 @@ class Kernel(nn.Module):
         batch = math.prod(torch.broadcast_shapes(X.shape[:-2], Y.shape[:-2]))
         rows = max(1, self.block_elements // max(1, batch * m))  # (rows, m) per block
         n = X.shape[-2]
+        if same and X.dim() == 2 and rows < n and not (torch.is_grad_enabled() and any(
+                t.requires_grad for t in (X, *self.parameters()))):
+            return self._symmetric_blocks(X, rows)
         if rows >= n:
             K = self._block(X, Y, 0 if same else None)
         else:
@@ -138,6 +141,19 @@ class Kernel(nn.Module):
                            for s in range(0, n, rows)], dim=-2)
         if same:
             K = 0.5 * (K + K.mT)  # exactly symmetric: K = (K + K^T) / 2
+        return K
+
+    def _symmetric_blocks(self, X: Tensor, rows: int) -> Tensor:
+        """``K(X, X)`` without autograd from its upper block rows (half the work), mirrored."""
+        n = X.shape[-2]
+        K = X.new_empty(n, n)
+        for s in range(0, n, rows):
+            e = min(n, s + rows)
+            B = self._block(X[s:e], X[s:], 0)  # K[s:e, s:]
+            D = B[:, :e - s]
+            K[s:e, s:e] = 0.5 * (D + D.mT)  # exactly symmetric diagonal block
+            K[s:e, e:] = B[:, e - s:]
+            K[e:, s:e] = B[:, e - s:].mT
         return K
 
 
@@ -480,8 +496,8 @@ class NystromFeatures(_Fitted):
     landmarks :math:`L` (``landmarks="random"``), or uses them to start
     ``kmeans_iter`` Lloyd iterations of :class:`~lamods.classic.KMeans` and takes
     the cluster centers (``landmarks="kmeans"``, closer to the data's spread, so a
-    better approximation for the same :math:`m`), and computes :math:`K(L, L)^{-1/2}` through the stable
-    :func:`~lamods.decomp.eigh`, with eigenvalues clamped at 0 and a jitter
+    better approximation for the same :math:`m`), and computes :math:`K(L, L)^{-1/2}`
+    through the stable :func:`~lamods.decomp.eigh`, with eigenvalues clamped at 0 and a jitter
     :math:`\epsilon` added: :math:`U \operatorname{diag}((\lambda + \epsilon)^{-1/2}) U^T`.
     Then :math:`\varphi(x)^T \varphi(y) = K(x, L) K(L, L)^{-1} K(L, y) \approx k(x, y)`,
     exact when the landmarks are all the points. Buffers ``landmarks_`` and
