@@ -60,7 +60,37 @@ def stratified_split(
     return [*parts, (x, y)]
 
 
-class ArrayDataModule(pl.LightningDataModule):
+class SplitLoaders:
+    """``train/val/test_dataloader`` over ``self.split_dataset(split)``, with the module's
+    ``batch_size``, ``num_workers`` and ``pin_memory`` (and ``collate_fn`` if set)."""
+
+    collate_fn = None
+
+    def split_dataset(self, split: str) -> torch.utils.data.Dataset:
+        raise NotImplementedError
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            self.split_dataset(split),
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            collate_fn=self.collate_fn,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+
+class ArrayDataModule(SplitLoaders, pl.LightningDataModule):
     """A LightningDataModule whose splits are ``(features, labels)`` arrays held in memory.
 
     Subclasses implement :meth:`load_splits`, returning ``{"train", "val", "test"}`` ->
@@ -121,28 +151,12 @@ class ArrayDataModule(pl.LightningDataModule):
                 torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y, dtype=torch.long)
             )
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+    def split_dataset(self, split: str) -> TensorDataset:
         if split not in self.datasets:
             raise RuntimeError(
                 f"{type(self).__name__}: call setup() before asking for {split} data"
             )
-        return DataLoader(
-            self.datasets[split],
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        return self.datasets[split]
 
     def sizes(self) -> dict[str, int]:
         """Number of examples in each split (after :meth:`setup`)."""
@@ -369,7 +383,7 @@ def _batch(batch):
     return batch
 
 
-class MovieLensDataModule(pl.LightningDataModule):
+class MovieLensDataModule(SplitLoaders, pl.LightningDataModule):
     r"""MovieLens ratings (:class:`lamods.recsys.MovieLens`) split into train/val/test by ``seed``.
 
     Batches are ``(users, items, ratings)``: ``(B,)`` int64, int64, float32. Splits
@@ -477,29 +491,14 @@ class MovieLensDataModule(pl.LightningDataModule):
             train, val = leave_last_out(rest)
         self.splits = {"train": train, "val": val, "test": test}
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+    collate_fn = staticmethod(_batch)
+
+    def split_dataset(self, split: str) -> _RatingBatches:
         if split not in self.splits:
             raise RuntimeError(f"{type(self).__name__}: call setup() before asking for {split} "
                                "data")
         part = self.splits[split]
-        return DataLoader(
-            _RatingBatches(part.users, part.items, part.ratings),
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            collate_fn=_batch,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        return _RatingBatches(part.users, part.items, part.ratings)
 
     def sizes(self) -> dict[str, int]:
         """Number of ratings in each split (after :meth:`setup`)."""
