@@ -15,6 +15,16 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 
 
+def save_figure(fig: plt.Figure, out: str | Path) -> Path:
+    """Lay ``fig`` out, write it to ``out`` as PNG (creating the folder) and close it."""
+    out = Path(out)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
 def plot_curves(metrics_csv: str | Path, out_png: str | Path, title: str = "") -> Path | None:
     """Plot every logged ``{stage}/{metric}`` against the epoch, one panel per metric.
 
@@ -51,12 +61,7 @@ def plot_curves(metrics_csv: str | Path, out_png: str | Path, title: str = "") -
         ax.legend()
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    out = Path(out_png)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out_png)
 
 
 def plot_sweep(
@@ -88,9 +93,4 @@ def plot_sweep(
         ax.legend()
     if title:
         ax.set_title(title)
-    fig.tight_layout()
-    out = Path(out_png)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out_png)

@@ -302,6 +302,9 @@ class ModuleBattery:
         assert x.grad is not None and x.grad.dtype == x.dtype, "input gradient under autocast"
         assert torch.isfinite(x.grad).all(), "input gradient under autocast"
         for name, p in module.named_parameters():
+            if not p.requires_grad:  # frozen (e.g. an adapter's base): no gradient at all
+                assert p.grad is None, name
+                continue
             assert p.grad is not None and p.grad.dtype == p.dtype, name
             assert torch.isfinite(p.grad).all(), name
 

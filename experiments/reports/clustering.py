@@ -39,7 +39,7 @@ from sklearn import cluster
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 from experiments.fitted import split_data
-from experiments.plots import plt
+from experiments.plots import plt, save_figure
 from lamods.classic import KMeans, SpectralClustering
 from lamods.decomp import PCA
 
@@ -77,10 +77,7 @@ def _plot(x: torch.Tensor, classes: np.ndarray, labels: Mapping[str, np.ndarray]
         ax.set_xticks([])
         ax.set_yticks([])
     fig.suptitle(title)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
+    save_figure(fig, out)
 
 
 def clustering_report(

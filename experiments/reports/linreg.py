@@ -36,7 +36,7 @@ from omegaconf import DictConfig
 from sklearn import linear_model
 
 from experiments.fitted import split_data
-from experiments.plots import plt
+from experiments.plots import plt, save_figure
 from lamods.classic import LinearRegression, RidgeRegression
 
 METHODS = ("normal_eq", "gd", "sklearn", "ridge", "sklearn_ridge")
@@ -75,10 +75,7 @@ def _plot_loss(curve: np.ndarray, optimum: float, out: Path, title: str) -> None
         ax.grid(alpha=0.3)
     left.legend()
     fig.suptitle(title)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
+    save_figure(fig, out)
 
 
 def linreg_report(

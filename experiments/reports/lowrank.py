@@ -50,7 +50,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 from torch import nn
 
-from experiments.plots import plt
+from experiments.plots import plt, save_figure
 from lamods import compress
 from lamods.layers.surgery import CompressionReport
 
@@ -220,10 +220,7 @@ def _plot_acc_vs_params(dense: Mapping[str, Any], rows: Sequence[Mapping[str, An
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8, loc="lower right")
     ax.set_title(title)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
+    save_figure(fig, out)
     return out
 
 

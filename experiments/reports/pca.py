@@ -35,7 +35,7 @@ from omegaconf import DictConfig, open_dict
 from torch import Tensor
 
 from experiments.fitted import split_data
-from experiments.plots import plot_sweep, plt
+from experiments.plots import plot_sweep, plt, save_figure
 from lamods.decomp import PCA
 
 log = logging.getLogger(__name__)
@@ -92,9 +92,7 @@ def _plot_spectrum(model: PCA, ks: Sequence[int], out: Path, title: str) -> None
     for k in ks:
         cum.axvline(k, color="gray", lw=0.6, ls=":")
     ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
+    save_figure(fig, out)
 
 
 def _plot_scatter(scores: np.ndarray, labels: np.ndarray, model: PCA, out: Path,
@@ -107,9 +105,7 @@ def _plot_scatter(scores: np.ndarray, labels: np.ndarray, model: PCA, out: Path,
     ax.set_xlabel(f"PC 1 ({r[0]:.1%} of the variance)")
     ax.set_ylabel(f"PC 2 ({r[1]:.1%})")
     ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
+    save_figure(fig, out)
 
 
 def _plot_reconstructions(x: Tensor, recs: Mapping[int, Tensor], side: int, out: Path,
@@ -126,9 +122,7 @@ def _plot_reconstructions(x: Tensor, recs: Mapping[int, Tensor], side: int, out:
             ax.set_yticks([])
         row[0].set_ylabel(label, rotation=0, ha="right", va="center")
     fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
+    save_figure(fig, out)
 
 
 def _train_with_k(cfg: DictConfig, k: int, output_dir: Path) -> dict[str, Any]:

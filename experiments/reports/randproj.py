@@ -49,7 +49,7 @@ from omegaconf import DictConfig, open_dict
 from scipy.stats import chi2
 
 from experiments.fitted import split_data
-from experiments.plots import plot_sweep, plt
+from experiments.plots import plot_sweep, plt, save_figure
 from lamods import johnson_lindenstrauss_min_dim
 from lamods.layers import pairwise_sq_distances
 
@@ -143,9 +143,7 @@ def _plot_distortion(stats: Mapping[tuple[str, int], Mapping[str, float]],
     ax.grid(alpha=0.3, axis="y", which="both")
     ax.legend(fontsize=8, loc="best")
     ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
+    save_figure(fig, out)
 
 
 def _write_csv(stats: Mapping[tuple[str, int], Mapping[str, float]], n_pairs: int,

@@ -164,7 +164,25 @@ def _diag_mask(Xb: Tensor, m: int, offset: int) -> Tensor:
     return c[None, :] == (r[:, None] + offset)
 
 
-class RBFKernel(Kernel):
+class _LengthscaleKernel(Kernel):
+    """A stationary kernel with one positive lengthscale :math:`l` (stored as :math:`\\log l`)."""
+
+    def __init__(self, lengthscale: float = 1.0, *, learnable_lengthscale: bool = False,
+                 block_elements: int = BLOCK_ELEMENTS, device: torch.device | str | None = None,
+                 dtype: torch.dtype | None = None) -> None:
+        super().__init__(block_elements=block_elements)
+        self._positive("lengthscale", lengthscale, learnable_lengthscale,
+                       {"device": device, "dtype": dtype})
+
+    @property
+    def lengthscale(self) -> Tensor:
+        return self.log_lengthscale.exp()
+
+    def extra_repr(self) -> str:
+        return f"lengthscale={self.lengthscale.item():.4g}"
+
+
+class RBFKernel(_LengthscaleKernel):
     r"""Gaussian kernel :math:`k(x, y) = \exp(-\|x - y\|^2 / (2 l^2))`.
 
     Squared distances are :math:`\|x\|^2 + \|y\|^2 - 2\langle x, y\rangle` after
@@ -183,17 +201,6 @@ class RBFKernel(Kernel):
         tensor([[1.0000, 0.3679],
                 [0.3679, 1.0000]])
     """
-
-    def __init__(self, lengthscale: float = 1.0, *, learnable_lengthscale: bool = False,
-                 block_elements: int = BLOCK_ELEMENTS, device: torch.device | str | None = None,
-                 dtype: torch.dtype | None = None) -> None:
-        super().__init__(block_elements=block_elements)
-        self._positive("lengthscale", lengthscale, learnable_lengthscale,
-                       {"device": device, "dtype": dtype})
-
-    @property
-    def lengthscale(self) -> Tensor:
-        return self.log_lengthscale.exp()
 
     def _prepare(self, X: Tensor, Y: Tensor, same: bool) -> tuple[Tensor, Tensor]:
         # distances are translation invariant: centring on X's mean avoids the
@@ -220,11 +227,8 @@ class RBFKernel(Kernel):
             sq = sq.masked_fill(_diag_mask(Xb, Y.shape[-2], diag_offset), 0.0)
         return torch.exp(-sq / (2 * l * l))  # k = exp(-||x - y||^2 / (2 l^2))
 
-    def extra_repr(self) -> str:
-        return f"lengthscale={self.lengthscale.item():.4g}"
 
-
-class LaplacianKernel(Kernel):
+class LaplacianKernel(_LengthscaleKernel):
     r"""Laplacian kernel :math:`k(x, y) = \exp(-\|x - y\|_1 / l)`.
 
     Args:
@@ -237,24 +241,10 @@ class LaplacianKernel(Kernel):
         tensor([[0.3679]])
     """
 
-    def __init__(self, lengthscale: float = 1.0, *, learnable_lengthscale: bool = False,
-                 block_elements: int = BLOCK_ELEMENTS, device: torch.device | str | None = None,
-                 dtype: torch.dtype | None = None) -> None:
-        super().__init__(block_elements=block_elements)
-        self._positive("lengthscale", lengthscale, learnable_lengthscale,
-                       {"device": device, "dtype": dtype})
-
-    @property
-    def lengthscale(self) -> Tensor:
-        return self.log_lengthscale.exp()
-
     def _block(self, Xb: Tensor, Y: Tensor, diag_offset: int | None) -> Tensor:
         l = self.lengthscale.to(Xb.dtype)  # noqa: E741
         dist = torch.cdist(Xb, Y, p=1.0)  # ||x - y||_1, exact differences
         return torch.exp(-dist / l)  # k = exp(-||x - y||_1 / l)
-
-    def extra_repr(self) -> str:
-        return f"lengthscale={self.lengthscale.item():.4g}"
 
 
 class PolynomialKernel(Kernel):
