@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from benchmarks._timing import devices, machine, markdown_table, time_pair
-from lamods.layers.kernel import KernelRidgeHead, NystromFeatures, RandomFourierFeatures, RBFKernel
+from lamods.layers import KernelRidgeHead, NystromFeatures, RandomFourierFeatures, RBFKernel
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

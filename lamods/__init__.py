@@ -8,8 +8,12 @@ Public API::
     from lamods.recsys import ...      # matrix-factorization recommender, MovieLens
     from lamods.classic import ...     # least squares, Gram-Schmidt, k-means, spectral, NMF
     from lamods import testing         # gradient-check helpers
+    from lamods.base import Estimator  # the base of every fit-style module
+    from lamods import distances       # squared distances (kernels, k-means, spectral)
 """
 
+from lamods import distances
+from lamods.base import Estimator
 from lamods.classic import (
     NMF,
     KMeans,
@@ -32,6 +36,13 @@ from lamods.decomp import (
     randomized_svd,
     svd,
     topk_eigh,
+)
+from lamods.exceptions import (
+    ConvergenceError,
+    ConvergenceWarning,
+    NotFittedError,
+    NotPSDError,
+    SingularSystemError,
 )
 from lamods.layers import (
     GaussianRandomProjection,
@@ -57,6 +68,13 @@ from lamods.recsys import MatrixFactorization, MovieLens
 __version__ = "0.1.0"
 
 __all__ = [
+    "ConvergenceError",
+    "ConvergenceWarning",
+    "Estimator",
+    "NotFittedError",
+    "NotPSDError",
+    "SingularSystemError",
+    "distances",
     "KernelRidgeHead",
     "LinearSVMHead",
     "NystromFeatures",

@@ -190,6 +190,9 @@ class ModuleBattery:
         in_features: width of the input's last dimension.
         gradgrad: whether double backward is meant to work.
         compile_backend: backend for the ``torch.compile`` test.
+        casts_inputs: the module follows lamods' fit-style input rule (Note [input
+            dtype rule] in :mod:`lamods.base`): integer and other floating inputs are
+            cast to its dtype rather than refused, as the layers do.
 
     and implement :meth:`build` and :meth:`reference`.
     """
@@ -198,6 +201,7 @@ class ModuleBattery:
     in_features: int = 0
     gradgrad: bool = True
     compile_backend: str = "aot_eager"
+    casts_inputs: bool = False
 
     def build(self, *, device: str, dtype: torch.dtype) -> nn.Module:
         raise NotImplementedError
@@ -269,14 +273,26 @@ class ModuleBattery:
         with pytest.raises(ValueError, match=re.escape(expected)):
             module(torch.randn(2, bad))
 
+    def _check_cast(self, module: nn.Module, x: Tensor) -> None:
+        y = module(x)
+        assert y.dtype == torch.float32
+        assert_close(y, self._reference(module, x.to(torch.float32)).detach(),
+                     what="output on an input cast to the module's dtype")
+
     def test_non_floating_input(self) -> None:
         module = self.build(device="cpu", dtype=torch.float32)
+        if self.casts_inputs:
+            self._check_cast(module, torch.ones(2, self.in_features, dtype=torch.int64))
+            return
         with pytest.raises(TypeError, match=re.escape(
                 f"{self.name}: expected a floating-point input, got dtype torch.int64")):
             module(torch.ones(2, self.in_features, dtype=torch.int64))
 
     def test_dtype_mismatch(self) -> None:
         module = self.build(device="cpu", dtype=torch.float32)
+        if self.casts_inputs:
+            self._check_cast(module, torch.randn(2, self.in_features, dtype=torch.float64))
+            return
         with pytest.raises(TypeError, match=re.escape(
                 f"{self.name}: expected input of dtype torch.float32 (the layer's dtype), "
                 "got torch.float64")):
@@ -286,8 +302,9 @@ class ModuleBattery:
     @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA device not present")
     def test_device_mismatch(self) -> None:
         module = self.build(device="cpu", dtype=torch.float32)
+        what = "the module's" if self.casts_inputs else "the layer's"
         with pytest.raises(RuntimeError, match=re.escape(
-                f"{self.name}: expected input on device cpu (the layer's device), got cuda:0")):
+                f"{self.name}: expected input on device cpu ({what} device), got cuda:0")):
             module(torch.randn(2, self.in_features, device="cuda"))
 
     def test_autocast_bf16_cpu(self) -> None:

@@ -172,12 +172,12 @@ def test_linear_model_state_and_errors():
     assert_close(fresh(X), model(X))
     bad = X.clone()
     bad[0, 0] = float("nan")
-    with pytest.raises(ValueError, match=r"^LinearRegression.fit: expected a finite input, "
+    with pytest.raises(ValueError, match=r"^LinearRegression.fit: expected a finite X, "
                        r"got 1 NaN or infinite entries"):
         LinearRegression(dtype=F64).fit(bad, y)
     with pytest.raises(ValueError, match=r"^LinearRegression.fit: expected y with 20 rows"):
         LinearRegression(dtype=F64).fit(X, y[:5])
-    with pytest.raises(ValueError, match=r"^LinearRegression: expected input with last "
+    with pytest.raises(ValueError, match=r"^LinearRegression.predict: expected input with last "
                        r"dimension 3, got 4"):
         model(torch.randn(2, 4, dtype=F64))
     with pytest.raises(ValueError, match=r"^RidgeRegression: expected alpha to be a float >= 0"):

@@ -103,7 +103,7 @@ def test_nmf_errors():
         NMF(3, dtype=F64).fit(neg)
     nan = X.clone()
     nan[2, 3] = float("nan")
-    with pytest.raises(ValueError, match=r"^NMF.fit: expected a finite input, got 1 NaN"):
+    with pytest.raises(ValueError, match=r"^NMF.fit: expected a finite X, got 1 NaN"):
         NMF(3, dtype=F64).fit(nan)
     with pytest.raises(NotFittedError, match=r"^NMF.transform: this NMF is not fitted yet"):
         NMF(3, dtype=F64)(X)

@@ -217,8 +217,9 @@ def test_partial_fit_gloo_two_processes():
 # Module conventions: the shared battery on a fitted PCA, state, errors
 # ---------------------------------------------------------------------------
 class TestPCABattery(ModuleBattery):
-    name = "PCA"
+    name = "PCA.transform"
     in_features = 7
+    casts_inputs = True
     whiten = False
 
     def build(self, *, device, dtype):
@@ -256,22 +257,22 @@ def test_state_dict_into_an_unfitted_module_and_to():
         (lambda: PCA(6).fit(torch.randn(5, 8)), ValueError,
          "PCA.fit: expected n_components <= min(n_samples, n_features) = 5, got 6"),
         (lambda: PCA(2).fit(torch.tensor([[1.0, float("nan")], [0.0, 1.0], [2.0, 3.0]])),
-         ValueError, "PCA.fit: expected a finite input, got 1 NaN or infinite entries"),
+         ValueError, "PCA.fit: expected a finite X, got 1 NaN or infinite entries"),
         (lambda: PCA(2).fit(torch.randn(2, 3, 4)), ValueError,
          "PCA.fit: expected data of shape (n_samples, n_features), got shape (2, 3, 4)"),
-        (lambda: PCA(2).fit(torch.randn(5, 4, dtype=F64)), TypeError,
-         "PCA.fit: expected input of dtype torch.float32 (the module's dtype), got torch.float64"),
+        (lambda: PCA(2).fit(torch.randn(5, 4, dtype=torch.complex64)), TypeError,
+         "PCA.fit: expected real X, got complex dtype torch.complex64"),
         (lambda: PCA(1.5), ValueError, "PCA: expected a float n_components in (0, 1), got 1.5"),
         (lambda: PCA(0.5, solver="randomized"), ValueError,
          "PCA: expected an int n_components with solver='randomized', got 0.5"),
         (lambda: PCA(2, solver="arpack"), ValueError,
          "PCA: expected solver in ('auto', 'full', 'randomized', 'covariance'), got 'arpack'"),
         (lambda: PCA(2).fit(torch.randn(1, 4)), ValueError,
-         "PCA.fit: expected at least 2 samples, got 1"),
+         "PCA.fit: expected at least 2 samples (rows) in X, got 1"),
         (lambda: PCA(2).fit(torch.randn(9, 4)).transform(torch.randn(3, 5)), ValueError,
-         "PCA: expected input with last dimension 4, got 5"),
+         "PCA.transform: expected input with last dimension 4, got 5"),
     ],
-    ids=["unfitted", "unfitted-inverse", "k>rank", "nan", "3-d", "dtype", "float>1",
+    ids=["unfitted", "unfitted-inverse", "k>rank", "nan", "3-d", "complex", "float>1",
          "randomized-float", "solver", "one-row", "features"],
 )
 def test_bad_input_messages(call, error, message):

@@ -9,7 +9,7 @@ import torch
 from sklearn.kernel_ridge import KernelRidge
 from sklearn.metrics import pairwise
 
-from lamods.layers.kernel import (
+from lamods.layers import (
     CosineKernel,
     KernelRidgeHead,
     LaplacianKernel,
@@ -171,8 +171,8 @@ def test_nystrom_kmeans_landmarks_beat_random() -> None:
     fresh = NystromFeatures(2, 16, "rbf", landmarks="kmeans", lengthscale=1.0, dtype=D64)
     fresh.load_state_dict(ny.state_dict())
     torch.testing.assert_close(fresh(X), Phi)
-    with pytest.raises(ValueError, match="NystromFeatures: expected landmarks to be 'random' "
-                                         "or 'kmeans', got 'grid'"):
+    with pytest.raises(ValueError, match="NystromFeatures: expected landmarks to be one of "
+                                         "'random', 'kmeans', got 'grid'"):
         NystromFeatures(2, 4, landmarks="grid")
     with pytest.raises(ValueError, match="NystromFeatures: expected kmeans_iter"):
         NystromFeatures(2, 4, kmeans_iter=0)
@@ -283,7 +283,7 @@ def test_errors() -> None:
     with pytest.raises(ValueError, match="expected at least n_landmarks=20 rows, got 10"):
         NystromFeatures(3, 20).fit(X)
     head = KernelRidgeHead().fit(X, torch.randn(10))
-    with pytest.raises(ValueError, match="KernelRidgeHead: expected input with last "
+    with pytest.raises(ValueError, match="KernelRidgeHead.forward: expected input with last "
                                          "dimension 3, got 2"):
         head(torch.randn(4, 2))
     with pytest.raises(ValueError, match="expected Y with 10 rows"):

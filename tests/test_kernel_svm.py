@@ -9,8 +9,8 @@ import torch
 from sklearn.datasets import load_digits
 from sklearn.svm import LinearSVC
 
-from lamods.layers.kernel import RandomFourierFeatures
 from lamods.layers.kernel_svm import LinearSVMHead, squared_hinge_loss
+from lamods.layers.random_features import RandomFourierFeatures
 
 D64 = torch.float64
 
@@ -86,8 +86,8 @@ def test_errors() -> None:
         LinearSVMHead(3, 2, C=0)
     with pytest.raises(ValueError, match="LinearSVMHead: expected n_classes >= 2, got 1"):
         LinearSVMHead(3, 1)
-    with pytest.raises(ValueError, match="LinearSVMHead: expected input with last dimension 3, "
-                                         "got 4"):
+    with pytest.raises(ValueError, match="LinearSVMHead.forward: expected input with last "
+                                         "dimension 3, got 4"):
         LinearSVMHead(3, 2)(torch.randn(2, 4))
     with pytest.raises(ValueError, match="LinearSVMHead.fit: expected Z of shape"):
         LinearSVMHead(3, 2).fit(torch.randn(3), y)

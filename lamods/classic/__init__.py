@@ -14,7 +14,6 @@ buffers ending in ``_``, ``forward`` predicts or transforms, unfitted use raises
 :class:`KMeans`, :class:`SpectralClustering`, :class:`NMF`.
 """
 
-from lamods.classic._base import NotFittedError, SingularSystemError
 from lamods.classic.kmeans import KMeans, kmeans_plusplus
 from lamods.classic.linear_model import LinearRegression, RidgeRegression
 from lamods.classic.lstsq import lstsq
@@ -26,6 +25,7 @@ from lamods.classic.spectral import (
     laplacian,
     spectral_embedding,
 )
+from lamods.exceptions import NotFittedError, SingularSystemError
 
 __all__ = [
     "NMF",

@@ -37,23 +37,25 @@ keep the one of lowest inertia.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
-from lamods._checks import check_features, check_like, check_positive_int
-from lamods.classic._base import FitState, check_data, make_generator
-from lamods.decomp._common import compute_dtype
+from lamods._lloyd import kmeans_plusplus_rows, lloyd
+from lamods._random import check_randomness, make_generator
+from lamods._validation import (
+    as_float_tensor,
+    check_data,
+    check_features,
+    check_finite,
+    check_nonnegative,
+    check_positive_int,
+)
+from lamods.base import Estimator
+from lamods.distances import partial_sq_distances
 
 __all__ = ["KMeans", "kmeans_plusplus"]
 
 _INITS = ("k-means++", "random")
-
-
-def _partial_sq_dists(X: Tensor, C: Tensor) -> Tensor:
-    # ||x - c||^2 - ||x||^2 = ||c||^2 - 2 x^T c        (n, k)
-    return torch.addmm(C.square().sum(1).unsqueeze(0), X, C.mT, alpha=-2.0)
 
 
 def kmeans_plusplus(X: Tensor, n_clusters: int, *, n_local_trials: int | None = None,
@@ -73,108 +75,15 @@ def kmeans_plusplus(X: Tensor, n_clusters: int, *, n_local_trials: int | None = 
         >>> sorted(int(c[0]) for c in C)
         [0, 5]
     """
-    check_data("kmeans_plusplus", X)
+    X = check_data("kmeans_plusplus", as_float_tensor("kmeans_plusplus", X))
     n = X.shape[0]
     k = check_positive_int("kmeans_plusplus", "n_clusters", n_clusters)
     if k > n:
         raise ValueError(f"kmeans_plusplus: expected n_clusters <= n_samples = {n}, got {k}")
-    return _kmeans_plusplus(X, X.square().sum(1), k, n_local_trials, generator)
+    return kmeans_plusplus_rows(X, X.square().sum(1), k, n_local_trials, generator)
 
 
-def _kmeans_plusplus(X: Tensor, x_sq: Tensor, k: int, n_local_trials: int | None,
-                     generator: torch.Generator | None) -> Tensor:
-    n = X.shape[0]
-    trials = 2 + int(math.log(k)) if n_local_trials is None else n_local_trials
-    first = torch.randint(n, (1,), generator=generator, device=X.device)
-    chosen = [first]
-    # D(x)^2 to the nearest chosen center
-    closest = (_partial_sq_dists(X, X[first])[:, 0] + x_sq).clamp_min(0)
-    for _ in range(1, k):
-        # draw candidates with probability D(x)^2 / sum D^2
-        cum = closest.cumsum(0)
-        u = torch.rand(trials, generator=generator, device=X.device, dtype=X.dtype) * cum[-1]
-        cand = torch.searchsorted(cum, u).clamp_max(n - 1)
-        d_cand = (_partial_sq_dists(X, X[cand]) + x_sq.unsqueeze(1)).clamp_min(0)
-        d_cand = torch.minimum(closest.unsqueeze(1), d_cand)
-        # keep the candidate giving the lowest inertia
-        best = d_cand.sum(0).argmin()
-        closest = d_cand[:, best]
-        chosen.append(cand[best].reshape(1))
-    return X[torch.cat(chosen)]
-
-
-def _relocate_empty(X: Tensor, x_sq: Tensor, C: Tensor, labels: Tensor, counts: Tensor,
-                    sums: Tensor) -> None:
-    """Move each empty cluster onto the point farthest from its center (in place)."""
-    empty = (counts == 0).nonzero()[:, 0]
-    dist = (_partial_sq_dists(X, C).gather(1, labels.unsqueeze(1))[:, 0] + x_sq)
-    far = dist.topk(len(empty)).indices
-    for e, i in zip(empty.tolist(), far.tolist()):
-        old = int(labels[i])
-        sums[old] -= X[i]
-        counts[old] -= 1
-        sums[e] = X[i]
-        counts[e] = 1
-        labels[i] = e
-
-
-def _chunk_rows(n: int, k: int, device: torch.device) -> int:
-    """Rows per block of the assign step: cache-sized on CPU, everything at once on GPU."""
-    budget = 2 ** 16 if device.type == "cpu" else 2 ** 26
-    return max(256, budget // k)
-
-
-def _estep(X: Tensor, C: Tensor, chunk: int, *, sums: bool) -> tuple[Tensor, Tensor]:
-    """Labels ``(n,)`` and per-cluster sums ``(k, d)`` (or partial distances ``(n,)``).
-
-    Blocks of ``chunk`` rows keep the distance block in cache (Note [blocked assign]).
-    """
-    n = X.shape[0]
-    c_sq = C.square().sum(1).unsqueeze(0)
-    Ct = C.mT
-    labels = torch.empty(n, dtype=torch.int64, device=X.device)
-    out = torch.zeros_like(C) if sums else torch.empty(n, dtype=X.dtype, device=X.device)
-    for i in range(0, n, chunk):
-        Xi = X[i:i + chunk]
-        # ||x - c||^2 - ||x||^2 = ||c||^2 - 2 x^T c
-        d = torch.addmm(c_sq, Xi, Ct, alpha=-2.0)
-        if sums:
-            li = d.min(1).indices
-            out.index_add_(0, li, Xi)
-        else:
-            out[i:i + chunk], li = d.min(1)
-        labels[i:i + chunk] = li
-    return labels, out
-
-
-def _lloyd(X: Tensor, x_sq: Tensor, C: Tensor, max_iter: int,
-           tol: float) -> tuple[Tensor, Tensor, Tensor, int]:
-    k = C.shape[0]
-    chunk = _chunk_rows(X.shape[0], k, X.device)
-    labels_old = None
-    it = 0
-    for it in range(1, max_iter + 1):  # noqa: B007 (it is returned)
-        # assign: l_i = argmin_j ||x_i - c_j||^2, and the per-cluster sums
-        labels, sums = _estep(X, C, chunk, sums=True)
-        counts = torch.bincount(labels, minlength=k)
-        if bool((counts == 0).any()):
-            _relocate_empty(X, x_sq, C, labels, counts, sums)
-        # update: c_j = mean of the points labelled j
-        C_new = sums / counts.unsqueeze(1).to(X.dtype)
-        shift = (C_new - C).square().sum()
-        C = C_new
-        same = (labels == labels_old).all() if labels_old is not None else shift.new_zeros(
-            (), dtype=torch.bool)
-        # stop when no label changed, or the centers moved at most tol
-        if bool(same | (shift <= tol)):
-            break
-        labels_old = labels
-    # a last assign step, so labels and inertia belong to the final centers
-    labels, d = _estep(X, C, chunk, sums=False)
-    return C, labels, (d + x_sq).clamp_min(0).sum(), it
-
-
-class KMeans(FitState):
+class KMeans(Estimator):
     r"""k-means clustering: centers minimizing :math:`\sum_i \min_j \|x_i - c_j\|^2`.
 
     Lloyd's algorithm from k-means++ seeds (module docstring), the distance
@@ -192,6 +101,7 @@ class KMeans(FitState):
         tol: stop when the squared center shift is at most ``tol`` times the
             mean per-feature variance of the data.
         seed: seed of the random draws (None: torch's global RNG).
+        device, dtype: of the fitted state (None: follow the data, see :mod:`lamods.base`).
 
     Shape:
         - ``fit(X)``: :math:`(N, d)`.
@@ -218,7 +128,7 @@ class KMeans(FitState):
     """
 
     _FITTED = ("cluster_centers_", "inertia_")
-    _FITTED_MARK = "cluster_centers_"
+    _FITTED_SHAPES = {"cluster_centers_": ("k", "d"), "inertia_": ()}
 
     def __init__(
         self,
@@ -232,48 +142,45 @@ class KMeans(FitState):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(device=device, dtype=dtype)
         name = type(self).__name__
         self.n_clusters = check_positive_int(name, "n_clusters", n_clusters)
         if isinstance(init, Tensor):
             if init.dim() != 2 or init.shape[0] != n_clusters:
                 raise ValueError(f"{name}: expected init centers of shape ({n_clusters}, d), "
                                  f"got {tuple(init.shape)}")
-        elif init not in _INITS:
+            check_finite(name, init, "init")
+        elif not isinstance(init, str) or init not in _INITS:
             raise ValueError(f"{name}: expected init in {_INITS} or a tensor, got {init!r}")
         self.init = init
         self.n_init = check_positive_int(name, "n_init", n_init)
         self.max_iter = check_positive_int(name, "max_iter", max_iter)
-        if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not tol >= 0:
-            raise ValueError(f"{name}: expected tol to be a float >= 0, got {tol!r}")
-        self.tol = float(tol)
+        self.tol = check_nonnegative(name, "tol", tol)
+        check_randomness(name, seed)
         self.seed = seed
-        self._register_fitted(device, dtype)
         self.register_buffer("n_iter_", torch.zeros((), dtype=torch.int64, device=device))
         self.register_buffer("labels_", torch.empty(0, dtype=torch.int64, device=device),
                              persistent=False)
 
-    @property
-    def n_features_in_(self) -> int:
-        """Number of features seen by ``fit`` (0 before fitting)."""
-        return self.cluster_centers_.shape[-1] if self.is_fitted() else 0
+    def _known_dims(self) -> dict[str, int]:
+        return {"k": self.n_clusters}
 
     @torch.no_grad()
-    def fit(self, X: Tensor, y: object = None) -> KMeans:
+    def fit(self, X: object, y: object = None) -> KMeans:
         """Cluster ``X`` ``(n_samples, n_features)``; returns ``self``. ``y`` is ignored."""
         name = f"{type(self).__name__}.fit"
-        X = check_data(name, X, self.cluster_centers_, what="the module's")
+        X = self._fit_input("fit", X)
         n, d = X.shape
         k = self.n_clusters
         if k > n:
             raise ValueError(f"{name}: expected n_clusters <= n_samples = {n}, got {k}")
-        work = X.to(compute_dtype(X.dtype))
+        work = X
         mean = work.mean(0)
         Xc = work - mean  # centered, for an accurate ||x||^2 - 2 x^T c + ||c||^2
         x_sq = Xc.square().sum(1)
         # tol relative to the mean per-feature variance (of centered data: sum x^2 / (n d))
         tol = self.tol * float(x_sq.sum()) / (n * d)
-        gen = make_generator(self.seed, X.device)
+        gen = make_generator(name, self.seed)
         n_runs = 1 if isinstance(self.init, Tensor) else self.n_init
         best = None
         for _ in range(n_runs):
@@ -281,41 +188,36 @@ class KMeans(FitState):
                 check_features(name, self.init, d)
                 C = self.init.to(device=X.device, dtype=work.dtype) - mean
             elif self.init == "k-means++":
-                C = _kmeans_plusplus(Xc, x_sq, k, None, gen)
+                C = kmeans_plusplus_rows(Xc, x_sq, k, None, gen)
             else:
-                C = Xc[torch.randperm(n, generator=gen, device=X.device)[:k]]
-            run = _lloyd(Xc, x_sq, C, self.max_iter, tol)
+                C = Xc[torch.randperm(n, generator=gen).to(X.device)[:k]]
+            run = lloyd(Xc, x_sq, C, self.max_iter, tol)
             if best is None or float(run[2]) < float(best[2]):
                 best = run
         C, labels, inertia, n_iter = best
-        self.cluster_centers_ = (C + mean).to(X.dtype)
-        self.inertia_ = inertia.to(X.dtype)
+        self.cluster_centers_ = C + mean
+        self.inertia_ = inertia
         self.labels_ = labels
         self.n_iter_ = torch.tensor(n_iter, dtype=torch.int64, device=X.device)
         return self
 
-    def _check_input(self, method: str, X: Tensor) -> None:
-        self._check_fitted(method)
-        name = f"{type(self).__name__}.{method}"
-        check_features(name, X, self.n_features_in_)
-        check_like(name, X, self.cluster_centers_)
-
-    def predict(self, X: Tensor) -> Tensor:
+    def predict(self, X: object) -> Tensor:
         r"""Index of the nearest center, :math:`\arg\min_j \|x - c_j\|^2`: ``(*, d) -> (*)``."""
-        self._check_input("predict", X)
+        X = self._input("predict", X)
         flat = X.reshape(-1, X.shape[-1])
-        return _partial_sq_dists(flat, self.cluster_centers_).argmin(1).reshape(X.shape[:-1])
+        C = self.cluster_centers_
+        return partial_sq_distances(flat, C).argmin(1).reshape(X.shape[:-1])
 
     def forward(self, X: Tensor) -> Tensor:
         return self.predict(X)
 
-    def transform(self, X: Tensor) -> Tensor:
+    def transform(self, X: object) -> Tensor:
         r"""Distances :math:`\|x - c_j\|` to every center: ``(*, d) -> (*, k)`` (differentiable)."""
-        self._check_input("transform", X)
+        X = self._input("transform", X)
         return torch.cdist(X.reshape(-1, X.shape[-1]), self.cluster_centers_).reshape(
             *X.shape[:-1], self.n_clusters)
 
-    def fit_predict(self, X: Tensor, y: object = None) -> Tensor:
+    def fit_predict(self, X: object, y: object = None) -> Tensor:
         """Fit, then return the training labels ``(n_samples,)``."""
         return self.fit(X).labels_
 

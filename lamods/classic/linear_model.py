@@ -32,88 +32,63 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lamods._checks import check_features, check_like, check_positive_int
-from lamods.classic._base import FitState, check_data
+from lamods._validation import check_choice, check_nonnegative, check_positive_int
+from lamods.base import Estimator
 from lamods.classic.lstsq import METHODS, lstsq
-from lamods.decomp._common import compute_dtype
 
 __all__ = ["LinearRegression", "RidgeRegression"]
 
 
-class _LinearModel(FitState):
+class _LinearModel(Estimator):
     _FITTED = ("coef_", "intercept_", "loss_curve_")
-    _FITTED_MARK = "coef_"
+    _FITTED_SHAPES = {"coef_": ("...", "d"), "intercept_": ("...",), "loss_curve_": ("t",)}
 
     def __init__(self, alpha: float, *, fit_intercept: bool, method: str,
                  device: torch.device | str | None, dtype: torch.dtype | None) -> None:
-        super().__init__()
+        super().__init__(device=device, dtype=dtype)
         name = type(self).__name__
-        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha >= 0:
-            raise ValueError(f"{name}: expected alpha to be a float >= 0, got {alpha!r}")
-        if method not in METHODS:
-            raise ValueError(f"{name}: expected method in {METHODS}, got {method!r}")
-        self.alpha = float(alpha)
+        self.alpha = check_nonnegative(name, "alpha", alpha)
+        check_choice(name, "method", method, METHODS)
         self.fit_intercept = fit_intercept
         self.method = method
-        self._register_fitted(device, dtype)
         self.register_buffer("n_iter_", torch.zeros((), dtype=torch.int64, device=device))
-
-    @property
-    def n_features_in_(self) -> int:
-        """Number of features seen by ``fit`` (0 before fitting)."""
-        return self.coef_.shape[-1] if self.is_fitted() else 0
 
     # -- fitting ---------------------------------------------------------
     def _prepare(self, method: str, X: object, y: object) -> tuple[Tensor, ...]:
-        name = f"{type(self).__name__}.{method}"
-        X = check_data(name, X, self.coef_)
-        if not isinstance(y, Tensor) or not y.is_floating_point() or y.dim() not in (1, 2):
-            got = (f"shape {tuple(y.shape)}, dtype {y.dtype}" if isinstance(y, Tensor)
-                   else type(y).__name__)
-            raise ValueError(f"{name}: expected floating-point targets y of shape (n_samples,) "
-                             f"or (n_samples, n_targets), got {got}")
-        if y.shape[0] != X.shape[0]:
-            raise ValueError(f"{name}: expected y with {X.shape[0]} rows (X's samples), "
-                             f"got {y.shape[0]}")
-        check_like(name, y, X, what="X's")
-        if not bool(torch.isfinite(y).all()):
-            n_bad = int((~torch.isfinite(y)).sum())
-            raise ValueError(f"{name}: expected finite targets y, got {n_bad} NaN or "
-                             "infinite entries")
-        work = compute_dtype(X.dtype)
-        Xw, yw = X.to(work), y.to(work)
-        Y = yw.unsqueeze(-1) if y.dim() == 1 else yw
+        X = self._fit_input(method, X)
+        y = self._fit_target(method, y, X)
+        self._vector = y.dim() == 1
+        Y = y.unsqueeze(-1) if self._vector else y
         if self.fit_intercept:
-            x_mean, y_mean = Xw.mean(0), Y.mean(0)
+            x_mean, y_mean = X.mean(0), Y.mean(0)
         else:
-            x_mean = Xw.new_zeros(Xw.shape[1])
-            y_mean = Xw.new_zeros(Y.shape[1])
+            x_mean = X.new_zeros(X.shape[1])
+            y_mean = X.new_zeros(Y.shape[1])
         # X_c = X - 1 xbar^T, y_c = y - ybar
-        return Xw - x_mean, Y - y_mean, x_mean, y_mean
+        return X - x_mean, Y - y_mean, x_mean, y_mean
 
-    def _store(self, B: Tensor, x_mean: Tensor, y_mean: Tensor, vector: bool,
-               dtype: torch.dtype) -> None:
+    def _store(self, B: Tensor, x_mean: Tensor, y_mean: Tensor) -> None:
         # c = ybar - xbar^T b
         intercept = y_mean - x_mean @ B
         coef = B.mT
-        if vector:
+        if self._vector:
             coef, intercept = coef[0], intercept[0]
-        self.coef_ = coef.to(dtype)
-        self.intercept_ = intercept.to(dtype)
+        self.coef_ = coef
+        self.intercept_ = intercept
 
     @torch.no_grad()
-    def fit(self, X: Tensor, y: Tensor) -> _LinearModel:
+    def fit(self, X: object, y: object) -> _LinearModel:
         """Closed-form fit on ``X`` ``(n_samples, n_features)``, ``y`` ``(n_samples[, k])``."""
         Xc, Yc, x_mean, y_mean = self._prepare("fit", X, y)
         # b = (X_c^T X_c + alpha I)^{-1} X_c^T y_c
         B = lstsq(Xc, Yc, self.alpha, method=self.method, validate=False)
-        self._store(B, x_mean, y_mean, y.dim() == 1, X.dtype)
-        self.loss_curve_ = X.new_empty(0)
-        self.n_iter_ = torch.zeros((), dtype=torch.int64, device=X.device)
+        self._store(B, x_mean, y_mean)
+        self.loss_curve_ = Xc.new_empty(0)
+        self.n_iter_ = torch.zeros((), dtype=torch.int64, device=Xc.device)
         return self
 
     @torch.no_grad()
-    def fit_gd(self, X: Tensor, y: Tensor, *, lr: float | None = None, n_iter: int = 1000,
+    def fit_gd(self, X: object, y: object, *, lr: float | None = None, n_iter: int = 1000,
                tol: float = 0.0) -> _LinearModel:
         r"""Fit by full-batch gradient descent on :math:`J` (module docstring); returns ``self``.
 
@@ -156,18 +131,15 @@ class _LinearModel(FitState):
             # b <- b - lr grad J
             B = B - lr * grad
             steps += 1
-        self._store(B, x_mean, y_mean, y.dim() == 1, X.dtype)
-        self.loss_curve_ = torch.stack(losses).to(X.dtype)
-        self.n_iter_ = torch.tensor(steps, dtype=torch.int64, device=X.device)
+        self._store(B, x_mean, y_mean)
+        self.loss_curve_ = torch.stack(losses)
+        self.n_iter_ = torch.tensor(steps, dtype=torch.int64, device=Xc.device)
         return self
 
     # -- using -----------------------------------------------------------
-    def predict(self, X: Tensor) -> Tensor:
+    def predict(self, X: object) -> Tensor:
         r""":math:`x^T b + c` for ``X`` ``(*, n_features)``: ``(*)`` or ``(*, k)``."""
-        name = type(self).__name__
-        self._check_fitted("predict")
-        check_features(name, X, self.n_features_in_)
-        check_like(name, X, self.coef_)
+        X = self._input("predict", X)
         coef = self.coef_
         return (X @ coef if coef.dim() == 1 else X @ coef.mT) + self.intercept_
 
@@ -175,10 +147,18 @@ class _LinearModel(FitState):
         return self.predict(X)
 
     @torch.no_grad()
-    def score(self, X: Tensor, y: Tensor) -> float:
+    def score(self, X: object, y: object) -> float:
         r"""Coefficient of determination :math:`R^2 = 1 - \|y - \hat y\|^2 / \|y - \bar y\|^2`
-        (averaged over targets, as scikit-learn)."""
+        (averaged over targets, as scikit-learn).
+
+        ``y`` must have the shape of the predictions (``(n,)`` after a fit on 1-D targets).
+        """
+        name = f"{type(self).__name__}.score"
         pred = self.predict(X)
+        y = self._fit_target("score", y, pred.reshape(pred.shape[0], -1))
+        if y.shape != pred.shape:
+            raise ValueError(f"{name}: expected y of shape {tuple(pred.shape)} (the shape of "
+                             f"the predictions), got {tuple(y.shape)}")
         ss_res = (y - pred).square().sum(0)
         ss_tot = (y - y.mean(0)).square().sum(0)
         return float((1 - ss_res / ss_tot).mean())

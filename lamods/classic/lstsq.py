@@ -58,10 +58,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lamods.classic._base import SingularSystemError
-from lamods.decomp._checks import check_matrix, check_symmetric_finite
-from lamods.decomp._common import compute_dtype
+from lamods._precision import compute_dtype
+from lamods._validation import check_matrix, check_symmetric_finite
 from lamods.decomp.svd import svd
+from lamods.exceptions import SingularSystemError
 
 __all__ = ["METHODS", "lstsq"]
 
@@ -234,7 +234,7 @@ def lstsq(X: Tensor, y: Tensor, alpha: float | Tensor = 0.0, *, method: str = "c
         >>> lstsq(torch.ones(3, 2, dtype=torch.float64), y)
         Traceback (most recent call last):
         ...
-        lamods.classic.SingularSystemError: lstsq: expected X^T X to be positive definite...
+        lamods.SingularSystemError: lstsq: expected X^T X to be positive definite...
     """
     Y, vector = _check_inputs(X, y, alpha, method, validate)
     zero_alpha = not isinstance(alpha, Tensor) and alpha == 0

@@ -47,9 +47,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lamods._checks import check_features, check_like, check_positive_int
-from lamods.classic._base import FitState, check_data, make_generator
-from lamods.decomp._common import compute_dtype
+from lamods._random import check_randomness, generator_device, make_generator
+from lamods._validation import check_choice, check_data, check_nonnegative, check_positive_int
+from lamods.base import Estimator
 from lamods.decomp.randomized import randomized_svd
 
 __all__ = ["NMF", "beta_divergence"]
@@ -79,8 +79,11 @@ def _initialize(X: Tensor, k: int, init: str, gen: torch.Generator | None) -> tu
     n, d = X.shape
     if init == "random":
         avg = (X.mean() / k).sqrt()
-        H = avg * torch.randn(k, d, generator=gen, device=X.device, dtype=X.dtype).abs()
-        W = avg * torch.randn(n, k, generator=gen, device=X.device, dtype=X.dtype).abs()
+        # drawn in float64 on the generator's device: the same seed, the same start in
+        # float32 and float64
+        opts = {"generator": gen, "device": generator_device(gen), "dtype": torch.float64}
+        H = avg * torch.randn(k, d, **opts).abs().to(device=X.device, dtype=X.dtype)
+        W = avg * torch.randn(n, k, **opts).abs().to(device=X.device, dtype=X.dtype)
         return W, H
     # rank-k randomized SVD with scikit-learn's settings (10 oversamples, 7 or 4 power its)
     n_iter = 7 if k < 0.1 * min(n, d) else 4
@@ -160,7 +163,7 @@ def _hals_w(X: Tensor, W: Tensor, H: Tensor, violation: bool) -> tuple[Tensor, T
     return Wt.mT, total
 
 
-class NMF(FitState):
+class NMF(Estimator):
     r"""Non-negative matrix factorization :math:`X \approx W H` with :math:`W, H \ge 0`.
 
     Multiplicative updates (Frobenius or Kullback-Leibler) or HALS
@@ -202,7 +205,7 @@ class NMF(FitState):
     """
 
     _FITTED = ("components_", "reconstruction_err_")
-    _FITTED_MARK = "components_"
+    _FITTED_SHAPES = {"components_": ("k", "d"), "reconstruction_err_": ()}
 
     def __init__(
         self,
@@ -217,28 +220,22 @@ class NMF(FitState):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(device=device, dtype=dtype)
         name = type(self).__name__
         self.n_components = check_positive_int(name, "n_components", n_components)
-        solver = "hals" if solver == "cd" else solver
-        if solver not in _SOLVERS:
-            raise ValueError(f"{name}: expected solver in {_SOLVERS}, got {solver!r}")
-        if beta_loss not in _LOSSES:
-            raise ValueError(f"{name}: expected beta_loss in {_LOSSES}, got {beta_loss!r}")
-        if solver == "hals" and beta_loss != "frobenius":
-            raise ValueError(f"{name}: expected beta_loss='frobenius' with solver='hals', "
+        check_choice(name, "solver", solver, (*_SOLVERS, "cd"))
+        check_choice(name, "beta_loss", beta_loss, _LOSSES)
+        if solver in ("hals", "cd") and beta_loss != "frobenius":
+            raise ValueError(f"{name}: expected beta_loss='frobenius' with solver={solver!r}, "
                              f"got {beta_loss!r}; use solver='mu'")
-        if init not in _INITS:
-            raise ValueError(f"{name}: expected init in {_INITS}, got {init!r}")
-        self.solver = solver
+        check_choice(name, "init", init, _INITS)
+        self.solver = solver  # as given ("cd" is scikit-learn's name of "hals")
         self.beta_loss = beta_loss
         self.init = init
         self.max_iter = check_positive_int(name, "max_iter", max_iter)
-        if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not tol >= 0:
-            raise ValueError(f"{name}: expected tol to be a float >= 0, got {tol!r}")
-        self.tol = float(tol)
+        self.tol = check_nonnegative(name, "tol", tol)
+        check_randomness(name, seed)
         self.seed = seed
-        self._register_fitted(device, dtype)
         self.register_buffer("n_iter_", torch.zeros((), dtype=torch.int64, device=device))
 
     def _check_nonneg(self, method: str, X: Tensor) -> None:
@@ -253,7 +250,7 @@ class NMF(FitState):
 
     def _solve(self, X: Tensor, W: Tensor, H: Tensor, update_h: bool) -> tuple[Tensor, ...]:
         it = 0
-        if self.solver == "mu":
+        if self.solver == "mu":  # else "hals" / "cd"
             err0 = prev = float(self._error(X, W, H)) if self.tol > 0 else 0.0
             for it in range(1, self.max_iter + 1):
                 W = _mu_w(X, W, H, self.beta_loss)
@@ -282,64 +279,54 @@ class NMF(FitState):
                         break
         return W, H, it
 
-    def _prepare(self, method: str, X: object, reference: Tensor) -> Tensor:
-        name = f"{type(self).__name__}.{method}"
-        X = check_data(name, X, reference, what="the module's")
-        self._check_nonneg(method, X)
-        return X
-
     @torch.no_grad()
-    def fit_transform(self, X: Tensor, y: object = None) -> Tensor:
+    def fit_transform(self, X: object, y: object = None) -> Tensor:
         """Fit on ``X`` ``(n_samples, n_features)`` and return :math:`W` ``(n_samples, k)``."""
         name = f"{type(self).__name__}.fit"
-        X = self._prepare("fit", X, self.components_)
-        work = X.to(compute_dtype(X.dtype))
+        X = self._fit_input("fit", X)
+        self._check_nonneg("fit", X)
+        work = X
         k = self.n_components
         if self.init != "random" and k > min(X.shape):
             raise ValueError(f"{name}: expected n_components <= min(n_samples, n_features) = "
                              f"{min(X.shape)} with init={self.init!r}, got {k}; use "
                              "init='random'")
-        W, H = _initialize(work, k, self.init, make_generator(self.seed, X.device))
+        W, H = _initialize(work, k, self.init, make_generator(name, self.seed))
         W, H, it = self._solve(work, W, H, update_h=True)
-        self.components_ = H.to(X.dtype)
-        self.reconstruction_err_ = self._error(work, W, H).to(X.dtype)
+        self.components_ = H
+        self.reconstruction_err_ = self._error(work, W, H)
         self.n_iter_ = torch.tensor(it, dtype=torch.int64, device=X.device)
-        return W.to(X.dtype)
+        return W
 
-    def fit(self, X: Tensor, y: object = None) -> NMF:
+    def fit(self, X: object, y: object = None) -> NMF:
         """Fit on non-negative ``X`` ``(n_samples, n_features)``; returns ``self``."""
         self.fit_transform(X)
         return self
 
     @torch.no_grad()
-    def transform(self, X: Tensor) -> Tensor:
+    def transform(self, X: object) -> Tensor:
         r""":math:`W \ge 0` for rows ``X`` ``(*, d)`` with :math:`H` fixed: ``(*, k)``.
 
         Runs the solver's W updates (``max_iter``, ``tol``) from the constant
         :math:`\sqrt{\bar X / k}`, as scikit-learn.
         """
-        name = f"{type(self).__name__}.transform"
-        self._check_fitted("transform")
-        check_features(name, X, self.components_.shape[1])
-        check_like(name, X, self.components_)
-        flat = self._prepare("transform", X.reshape(-1, X.shape[-1]), self.components_)
-        work = flat.to(compute_dtype(X.dtype))
-        H = self.components_.to(work.dtype)
+        X = self._input("transform", X)
+        work = X.reshape(-1, X.shape[-1])
+        check_data(f"{type(self).__name__}.transform", work)
+        self._check_nonneg("transform", work)
+        H = self.components_
         avg = float((work.mean() / self.n_components).sqrt())
         W = torch.full((work.shape[0], self.n_components), avg, dtype=work.dtype,
                        device=work.device)
         W, _, _ = self._solve(work, W, H, update_h=False)
-        return W.to(X.dtype).reshape(*X.shape[:-1], self.n_components)
+        return W.reshape(*X.shape[:-1], self.n_components)
 
     def forward(self, X: Tensor) -> Tensor:
         return self.transform(X)
 
-    def inverse_transform(self, W: Tensor) -> Tensor:
+    def inverse_transform(self, W: object) -> Tensor:
         r""":math:`W H`: ``(*, k) -> (*, d)``."""
-        name = f"{type(self).__name__}.inverse_transform"
-        self._check_fitted("inverse_transform")
-        check_features(name, W, self.n_components)
-        check_like(name, W, self.components_)
+        W = self._input("inverse_transform", W, what="W", width=self.n_components)
         return W @ self.components_
 
     def extra_repr(self) -> str:

@@ -36,7 +36,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lamods.decomp._checks import check_matrix, check_symmetric_finite
+from lamods._validation import check_matrix, check_symmetric_finite
 
 __all__ = ["gram_schmidt", "orthonormalize", "project", "projection_matrix"]
 

@@ -2,7 +2,9 @@ r"""Spectral embedding and spectral clustering on a similarity graph.
 
 Affinity graph :math:`W` on the ``n`` points:
 
-- ``"rbf"``: :math:`W_{ij} = \exp(-\gamma \|x_i - x_j\|^2)` (differentiable in ``X``);
+- ``"rbf"``: :math:`W_{ij} = \exp(-\gamma \|x_i - x_j\|^2)` (differentiable in ``X``):
+  :class:`lamods.layers.RBFKernel` with :math:`\gamma = 1/(2 l^2)` (scikit-learn's
+  parametrisation, which a scikit-learn user passes);
 - ``"nearest_neighbors"``: :math:`A_{ij} = 1` if :math:`x_j` is among the
   ``n_neighbors`` nearest points of :math:`x_i` (itself included), then
   :math:`W = (A + A^T)/2` (as scikit-learn's ``kneighbors_graph`` route).
@@ -37,12 +39,20 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lamods._checks import check_features, check_like, check_positive_int
-from lamods.classic._base import FitState, check_data
+from lamods._precision import compute_dtype
+from lamods._random import check_randomness
+from lamods._validation import (
+    as_float_tensor,
+    check_data,
+    check_positive,
+    check_positive_int,
+    check_rank_k,
+)
+from lamods.base import Estimator
 from lamods.classic.kmeans import KMeans
-from lamods.decomp._checks import check_rank_k
-from lamods.decomp._common import compute_dtype
 from lamods.decomp.eigh import eigh
+from lamods.distances import sq_distances
+from lamods.layers.kernels import RBFKernel
 
 __all__ = ["SpectralClustering", "affinity_matrix", "laplacian", "spectral_embedding"]
 
@@ -50,10 +60,9 @@ _AFFINITIES = ("rbf", "nearest_neighbors")
 _LAPLACIANS = ("unnormalized", "symmetric")
 
 
-def _sq_dists(X: Tensor, Y: Tensor) -> Tensor:
-    # ||x - y||^2 = ||x||^2 - 2 x^T y + ||y||^2, clamped at 0 against rounding
-    d = X.square().sum(-1, keepdim=True) - 2 * X @ Y.mT + Y.square().sum(-1).unsqueeze(-2)
-    return d.clamp_min(0)
+def _rbf(X: Tensor, Y: Tensor | None, gamma: float) -> Tensor:
+    """W_ij = exp(-gamma ||x_i - y_j||^2): the shared RBF kernel, gamma = 1 / (2 l^2)."""
+    return RBFKernel(gamma=gamma, device=X.device, dtype=X.dtype)(X, Y)
 
 
 def _knn(D: Tensor, n_neighbors: int) -> Tensor:
@@ -78,12 +87,12 @@ def affinity_matrix(X: Tensor, *, affinity: str = "rbf", gamma: float = 1.0,
     """
     if affinity not in _AFFINITIES:
         raise ValueError(f"affinity_matrix: expected affinity in {_AFFINITIES}, got {affinity!r}")
-    D = _sq_dists(X, X)
     if affinity == "rbf":
         # W_ij = exp(-gamma ||x_i - x_j||^2)
-        return torch.exp(-gamma * D)
+        check_positive("affinity_matrix", "gamma", gamma)
+        return _rbf(X, None, gamma)
     check_rank_k("affinity_matrix", n_neighbors, X.shape[0], "n_samples", arg="n_neighbors")
-    A = _knn(D.detach(), n_neighbors)
+    A = _knn(sq_distances(X.detach()), n_neighbors)
     # W = (A + A^T) / 2
     return (A + A.mT) / 2
 
@@ -153,6 +162,8 @@ def spectral_embedding(X: Tensor, n_components: int, *, affinity: str = "rbf",
         (True, False)
     """
     name = "spectral_embedding"
+    if not isinstance(X, Tensor):
+        X = as_float_tensor(name, X)
     check_data(name, X)
     if affinity == "precomputed":
         if X.shape[0] != X.shape[1]:
@@ -171,7 +182,7 @@ def spectral_embedding(X: Tensor, n_components: int, *, affinity: str = "rbf",
     return _embed(W.to(compute_dtype(W.dtype)), k, laplacian_kind)[0].to(X.dtype)
 
 
-class SpectralClustering(FitState):
+class SpectralClustering(Estimator):
     r"""Spectral clustering: k-means on the smallest Laplacian eigenvectors of an affinity graph.
 
     Builds :math:`W` (RBF or kNN), the Laplacian :math:`L = D - W` or
@@ -190,6 +201,7 @@ class SpectralClustering(FitState):
         laplacian: ``"symmetric"`` or ``"unnormalized"``.
         n_init: k-means runs on the embedding.
         seed: seed of k-means (None: torch's global RNG).
+        device, dtype: of the fitted state (None: follow the data, see :mod:`lamods.base`).
 
     Shape:
         - ``fit(X)``: :math:`(N, d)`.
@@ -214,8 +226,12 @@ class SpectralClustering(FitState):
         True
     """
 
-    _FITTED = ("labels_", "embedding_", "eigenvalues_", "eigenvectors_", "degrees_", "X_fit_")
-    _FITTED_MARK = "labels_"
+    _FITTED = ("embedding_", "eigenvalues_", "eigenvectors_", "degrees_", "X_fit_")
+    _FITTED_SHAPES = {"embedding_": ("n", "k"), "eigenvalues_": ("k",),
+                      "eigenvectors_": ("n", "k"), "degrees_": ("n",), "X_fit_": ("n", "d"),
+                      "labels_": ("n",)}
+    _FITTED_MARK = "X_fit_"
+    _RESIZED = ("labels_",)
 
     def __init__(
         self,
@@ -230,30 +246,34 @@ class SpectralClustering(FitState):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(device=device, dtype=dtype)
         name = type(self).__name__
         self.n_clusters = check_positive_int(name, "n_clusters", n_clusters)
         if affinity not in _AFFINITIES:
             raise ValueError(f"{name}: expected affinity in {_AFFINITIES}, got {affinity!r}")
         if laplacian not in _LAPLACIANS:
             raise ValueError(f"{name}: expected laplacian in {_LAPLACIANS}, got {laplacian!r}")
-        if not gamma > 0:
-            raise ValueError(f"{name}: expected gamma > 0, got {gamma!r}")
+        self.gamma = check_positive(name, "gamma", gamma)
         self.affinity = affinity
-        self.gamma = float(gamma)
         self.n_neighbors = check_positive_int(name, "n_neighbors", n_neighbors)
         self.laplacian = laplacian
         self.n_init = check_positive_int(name, "n_init", n_init)
+        check_randomness(name, seed)
         self.seed = seed
-        self._register_fitted(device, dtype)
-        self.labels_ = torch.empty(0, dtype=torch.int64, device=device)
+        self.register_buffer("labels_", torch.empty(0, dtype=torch.int64, device=device))
         self.kmeans = KMeans(n_clusters, n_init=n_init, seed=seed, device=device, dtype=dtype)
 
+    def _known_dims(self) -> dict[str, int]:
+        return {"k": self.n_clusters}
+
+    def _n_features(self) -> int:
+        return self.X_fit_.shape[1]
+
     @torch.no_grad()
-    def fit(self, X: Tensor, y: object = None) -> SpectralClustering:
+    def fit(self, X: object, y: object = None) -> SpectralClustering:
         """Cluster ``X`` ``(n_samples, n_features)``; returns ``self``. ``y`` is ignored."""
         name = f"{type(self).__name__}.fit"
-        X = check_data(name, X, self.X_fit_, what="the module's")
+        X = self._fit_input("fit", X)
         n = X.shape[0]
         k = self.n_clusters
         if k > n:
@@ -261,30 +281,26 @@ class SpectralClustering(FitState):
         if self.affinity == "nearest_neighbors" and self.n_neighbors > n:
             raise ValueError(f"{name}: expected n_neighbors <= n_samples = {n}, "
                              f"got {self.n_neighbors}")
-        work = X.to(compute_dtype(X.dtype))
-        W = affinity_matrix(work, affinity=self.affinity, gamma=self.gamma,
+        W = affinity_matrix(X, affinity=self.affinity, gamma=self.gamma,
                             n_neighbors=self.n_neighbors)
         rows, lam, U, deg = _embed(W, k, self.laplacian)
-        self.kmeans.fit(rows.to(X.dtype))
+        self.kmeans.fit(rows)
         self.labels_ = self.kmeans.labels_
-        self.embedding_ = rows.to(X.dtype)
-        self.eigenvalues_ = lam.to(X.dtype)
-        self.eigenvectors_ = U.to(X.dtype)
-        self.degrees_ = deg.to(X.dtype)
+        self.embedding_ = rows
+        self.eigenvalues_ = lam
+        self.eigenvectors_ = U
+        self.degrees_ = deg
         self.X_fit_ = X.clone()
         return self
 
-    def transform(self, X: Tensor) -> Tensor:
+    def transform(self, X: object) -> Tensor:
         r"""Nystrom-extended embedding rows ``(M, k)`` of new points ``X`` ``(M, d)``."""
-        name = f"{type(self).__name__}.transform"
-        self._check_fitted("transform")
-        check_features(name, X, self.X_fit_.shape[1])
-        check_like(name, X, self.X_fit_)
-        D = _sq_dists(X.reshape(-1, X.shape[-1]), self.X_fit_)
+        X = self._input("transform", X)
+        flat = X.reshape(-1, X.shape[-1])
         if self.affinity == "rbf":
-            w = torch.exp(-self.gamma * D)
+            w = _rbf(flat, self.X_fit_, self.gamma)
         else:
-            w = _knn(D, self.n_neighbors)
+            w = _knn(sq_distances(flat, self.X_fit_), self.n_neighbors)
         lam, U, deg = self.eigenvalues_, self.eigenvectors_, self.degrees_
         d_new = w.sum(-1, keepdim=True)
         tiny = torch.finfo(w.dtype).tiny
@@ -298,7 +314,7 @@ class SpectralClustering(FitState):
             E = E / torch.linalg.vector_norm(E, dim=-1, keepdim=True).clamp_min(tiny)
         return E.reshape(*X.shape[:-1], self.n_clusters)
 
-    def predict(self, X: Tensor) -> Tensor:
+    def predict(self, X: object) -> Tensor:
         """Cluster labels ``(*)`` of new points ``X`` ``(*, d)`` (Nystrom extension + k-means)."""
         self._check_fitted("predict")
         return self.kmeans.predict(self.transform(X))
@@ -306,7 +322,7 @@ class SpectralClustering(FitState):
     def forward(self, X: Tensor) -> Tensor:
         return self.predict(X)
 
-    def fit_predict(self, X: Tensor, y: object = None) -> Tensor:
+    def fit_predict(self, X: object, y: object = None) -> Tensor:
         """Fit, then return the training labels ``(n_samples,)``."""
         return self.fit(X).labels_
 

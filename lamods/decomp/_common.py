@@ -28,44 +28,16 @@ multiplies by at most :math:`1/(2\delta)`.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import TypeVar
 
 import torch
 from torch import Tensor
 
-T = TypeVar("T")
-
-_HALF = (torch.float16, torch.bfloat16)
-
-
-def compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    """At least float32: half precision inputs are decomposed in float32."""
-    return torch.float32 if dtype in _HALF else dtype
+from lamods._precision import compute_dtype
 
 
 def default_eps(dtype: torch.dtype) -> float:
     """The default relative broadening: sqrt(machine epsilon) of the compute dtype."""
     return math.sqrt(torch.finfo(compute_dtype(dtype)).eps)
-
-
-def run_upcast(fn: Callable[..., T], A: Tensor, *args: object) -> T:
-    """Run ``fn(A_work, *args)`` with ``A`` in at least float32 and autocast off.
-
-    Returns ``fn``'s result unchanged; callers cast outputs back with :func:`cast_back`.
-    """
-    work = A.to(compute_dtype(A.dtype))
-    try:
-        ctx = torch.autocast(A.device.type, enabled=False)
-    except RuntimeError:  # pragma: no cover - device types without autocast
-        return fn(work, *args)
-    with ctx:
-        return fn(work, *args)
-
-
-def cast_back(dtype: torch.dtype, *tensors: Tensor) -> tuple[Tensor, ...]:
-    """Cast results back to the input's dtype (differentiably; a no-op when equal)."""
-    return tuple(t if t.dtype == dtype else t.to(dtype) for t in tensors)
 
 
 def broadened_inverse(x: Tensor, delta: Tensor) -> Tensor:

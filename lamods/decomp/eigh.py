@@ -61,14 +61,9 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
-from lamods.decomp._checks import check_eps, check_matrix, check_square, check_symmetric_finite
-from lamods.decomp._common import (
-    broadened_inverse,
-    cast_back,
-    column_signs,
-    default_eps,
-    run_upcast,
-)
+from lamods._precision import cast_back, run_upcast
+from lamods._validation import check_eps, check_matrix, check_square, check_symmetric_finite
+from lamods.decomp._common import broadened_inverse, column_signs, default_eps
 
 __all__ = ["EighResult", "eigh", "eigh_backward"]
 

@@ -36,8 +36,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lamods.decomp._checks import check_matrix, check_square, check_symmetric_finite
-from lamods.decomp._common import cast_back, run_upcast
+from lamods._precision import cast_back, run_upcast
+from lamods._validation import check_matrix, check_square, check_symmetric_finite
 from lamods.decomp.eigh import eigh
 
 __all__ = ["inv_sqrtm"]

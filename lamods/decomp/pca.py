@@ -43,15 +43,17 @@ the data (up to summation order). ``fit`` is local.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import torch
 import torch.distributed as dist
-from torch import Tensor, nn
+from torch import Tensor
 
-from lamods._checks import check_features, check_like
-from lamods.decomp._checks import check_matrix, check_rank_k, check_symmetric_finite
-from lamods.decomp._common import cast_back, column_signs, compute_dtype
+from lamods._precision import cast_back, compute_dtype
+from lamods._random import check_randomness, make_generator
+from lamods._validation import check_matrix, check_rank_k, check_symmetric_finite
+from lamods.base import Estimator
+from lamods.decomp._common import column_signs
 from lamods.decomp.eigh import eigh
 from lamods.decomp.randomized import randomized_svd
 
@@ -181,7 +183,7 @@ def _all_reduce_sum(t: Tensor) -> Tensor:
     return t
 
 
-class PCA(nn.Module):
+class PCA(Estimator):
     r"""Principal component analysis as an ``nn.Module``: :math:`y = (x - \mu) V_k`.
 
     Fit with :meth:`fit` (one tensor) or :meth:`partial_fit` (a stream of
@@ -202,6 +204,7 @@ class PCA(nn.Module):
         oversamples: randomized solver's oversampling.
         n_iter: randomized solver's power iterations (None: scikit-learn's rule).
         seed: seed of the randomized solver's test matrix (None: torch's global RNG).
+        device, dtype: of the fitted state (None: follow the data, see :mod:`lamods.base`).
 
     Shape:
         - Input of ``fit``/``partial_fit``: :math:`(N, d)`.
@@ -237,6 +240,10 @@ class PCA(nn.Module):
 
     _FITTED = ("components_", "explained_variance_", "explained_variance_ratio_",
                "singular_values_", "mean_", "scatter_")
+    _FITTED_SHAPES = {"components_": ("k", "d"), "explained_variance_": ("k",),
+                      "explained_variance_ratio_": ("k",), "singular_values_": ("k",),
+                      "mean_": ("d",), "scatter_": ("d", "d")}
+    _FIT_CALL = "fit(X) or partial_fit(X)"
 
     def __init__(
         self,
@@ -251,7 +258,7 @@ class PCA(nn.Module):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(device=device, dtype=dtype)
         name = type(self).__name__
         if n_components is not None:
             if isinstance(n_components, bool) or not isinstance(n_components, (int, float)):
@@ -274,11 +281,9 @@ class PCA(nn.Module):
         self.center = center
         self.oversamples = oversamples
         self.n_iter = n_iter
+        check_randomness(name, seed)
         self.seed = seed
-        factory = {"device": device, "dtype": dtype}
-        for buf in self._FITTED:
-            self.register_buffer(buf, torch.empty(0, **factory))
-        self.register_buffer("noise_variance_", torch.zeros((), **factory))
+        self.register_buffer("noise_variance_", torch.zeros((), device=device, dtype=dtype))
         self.register_buffer("n_samples_seen_",
                              torch.zeros((), dtype=torch.int64, device=device))
 
@@ -288,43 +293,10 @@ class PCA(nn.Module):
         """Number of fitted components (0 before fitting)."""
         return self.components_.shape[0]
 
-    @property
-    def n_features_in_(self) -> int:
-        """Number of features seen by ``fit`` (0 before fitting)."""
-        return self.mean_.shape[0]
-
-    def is_fitted(self) -> bool:
-        return self.components_.shape[0] > 0
-
-    def _check_fitted(self, method: str) -> None:
-        if not self.is_fitted():
-            name = type(self).__name__
-            raise RuntimeError(f"{name}.{method}: this {name} is not fitted yet; call "
-                               "fit(X) or partial_fit(X) first, or load a fitted state_dict")
-
-    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str,
-                              *args: Any, **kwargs: Any) -> None:
-        # fitted buffers change shape with the data: take the incoming shapes
-        for buf in self._FITTED:
-            key = prefix + buf
-            if key in state_dict:
-                old = self._buffers[buf]
-                self._buffers[buf] = torch.empty(state_dict[key].shape, dtype=old.dtype,
-                                                 device=old.device)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
-    def _check_data(self, method: str, X: object) -> Tensor:
-        name = f"{type(self).__name__}.{method}"
-        check_matrix(name, X)
-        if X.dim() != 2:
-            raise ValueError(f"{name}: expected data of shape (n_samples, n_features), "
-                             f"got shape {tuple(X.shape)}")
-        check_like(name, X, self.mean_, what="the module's")
-        if method == "partial_fit" and self.mean_.numel() and X.shape[1] != self.n_features_in_:
-            raise ValueError(f"{name}: expected input with last dimension "
-                             f"{self.n_features_in_}, got {X.shape[1]}")
-        check_symmetric_finite(name, X, symmetric=False)
-        return X
+    def _check_stream_width(self, X: Tensor) -> None:
+        if self.mean_.numel() and X.shape[1] != self.mean_.shape[0]:
+            raise ValueError(f"{type(self).__name__}.partial_fit: expected input with last "
+                             f"dimension {self.mean_.shape[0]}, got {X.shape[1]}")
 
     def _resolve_k(self, method: str, n: int, d: int) -> int | float:
         name = f"{type(self).__name__}.{method}"
@@ -349,12 +321,10 @@ class PCA(nn.Module):
 
     # -- fitting ---------------------------------------------------------
     @torch.no_grad()
-    def fit(self, X: Tensor, y: object = None) -> PCA:
+    def fit(self, X: object, y: object = None) -> PCA:
         """Fit on ``X`` ``(n_samples, n_features)``; returns ``self``. ``y`` is ignored."""
-        X = self._check_data("fit", X)
+        X = self._fit_input("fit", X, min_samples=2)
         n, d = X.shape
-        if n < 2:
-            raise ValueError(f"{type(self).__name__}.fit: expected at least 2 samples, got {n}")
         k = self._resolve_k("fit", n, d)
         solver = self._choose_solver(n, d, k)
         work = X.to(compute_dtype(X.dtype))
@@ -374,9 +344,7 @@ class PCA(nn.Module):
             n_iter = self.n_iter
             if n_iter is None:
                 n_iter = 7 if k < 0.1 * min(n, d) else 4
-            gen = None
-            if self.seed is not None:
-                gen = torch.Generator(device=X.device).manual_seed(self.seed)
+            gen = make_generator("PCA.fit", self.seed)
             Xc = work - mean
             _, S, Vt = randomized_svd(Xc, k, self.oversamples, n_iter, gen)
             S2 = S.square()
@@ -415,7 +383,7 @@ class PCA(nn.Module):
         self.noise_variance_ = noise.to(dtype)
 
     @torch.no_grad()
-    def partial_fit(self, X: Tensor, y: object = None) -> PCA:
+    def partial_fit(self, X: object, y: object = None) -> PCA:
         """Update the fit with one batch ``X`` ``(n_batch, n_features)``; returns ``self``.
 
         Keeps O(d^2) statistics; all-reduced across ranks when torch.distributed
@@ -424,7 +392,8 @@ class PCA(nn.Module):
         module stays unfitted.
         """
         name = f"{type(self).__name__}.partial_fit"
-        X = self._check_data("partial_fit", X)
+        X = self._fit_input("partial_fit", X)
+        self._check_stream_width(X)
         n_a = int(self.n_samples_seen_)
         if n_a > 0 and self.scatter_.numel() == 0:
             raise RuntimeError(f"{name}: expected streaming statistics (scatter_), got a model "
@@ -470,29 +439,23 @@ class PCA(nn.Module):
         scale = self.explained_variance_.sqrt()
         return scale.clamp_min(torch.finfo(scale.dtype).eps)
 
-    def transform(self, X: Tensor) -> Tensor:
+    def transform(self, X: object) -> Tensor:
         r""":math:`(x - \mu) V_k`, divided by :math:`\sqrt{\text{explained var.}}` if whiten."""
-        name = type(self).__name__
-        self._check_fitted("transform")
-        check_features(name, X, self.n_features_in_)
-        check_like(name, X, self.components_)
+        X = self._input("transform", X)
         Y = (X - self.mean_) @ self.components_.mT
         return Y / self._scale().to(Y.dtype) if self.whiten else Y
 
     def forward(self, X: Tensor) -> Tensor:
         return self.transform(X)
 
-    def inverse_transform(self, Y: Tensor) -> Tensor:
+    def inverse_transform(self, Y: object) -> Tensor:
         r""":math:`y V_k^T + \mu` (whitened ``y`` is first scaled back)."""
-        name = f"{type(self).__name__}.inverse_transform"
-        self._check_fitted("inverse_transform")
-        check_features(name, Y, self.n_components_)
-        check_like(name, Y, self.components_)
+        Y = self._input("inverse_transform", Y, what="Y", width=self.n_components_)
         if self.whiten:
             Y = Y * self._scale().to(Y.dtype)
         return Y @ self.components_ + self.mean_
 
-    def fit_transform(self, X: Tensor, y: object = None) -> Tensor:
+    def fit_transform(self, X: object, y: object = None) -> Tensor:
         return self.fit(X).transform(X)
 
     def extra_repr(self) -> str:

@@ -44,8 +44,15 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lamods.decomp._checks import check_matrix, check_rank_k, check_square, check_symmetric_finite
-from lamods.decomp._common import cast_back, column_signs, compute_dtype
+from lamods._precision import cast_back, compute_dtype
+from lamods._validation import (
+    check_matrix,
+    check_nonnegative_int,
+    check_rank_k,
+    check_square,
+    check_symmetric_finite,
+)
+from lamods.decomp._common import column_signs
 from lamods.decomp.eigh import EighResult, eigh
 from lamods.decomp.svd import SVDResult, svd
 
@@ -54,16 +61,15 @@ __all__ = ["randomized_range_finder", "randomized_svd", "topk_eigh"]
 _METHODS = ("lanczos", "power", "full")
 
 
-def _check_nonneg_int(name: str, arg: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{name}: expected {arg} to be an int >= 0, got {value!r}")
-    return value
-
-
 def _gaussian(A: Tensor, cols: int, generator: torch.Generator | None) -> Tensor:
-    """A standard normal test matrix ``(*, n, cols)`` for ``A`` ``(*, m, n)``."""
+    """A standard normal test matrix ``(*, n, cols)`` for ``A`` ``(*, m, n)``.
+
+    Drawn in float64 on the generator's device (``A``'s for torch's global generator),
+    then cast: the same seed gives the same matrix in float32 and float64.
+    """
+    device = A.device if generator is None else generator.device
     return torch.randn(*A.shape[:-2], A.shape[-1], cols, generator=generator,
-                       device=A.device, dtype=A.dtype)
+                       device=device, dtype=torch.float64).to(device=A.device, dtype=A.dtype)
 
 
 @torch.no_grad()
@@ -115,8 +121,8 @@ def randomized_svd(A: Tensor, k: int, oversamples: int = 10, n_iter: int = 4,
     check_matrix("randomized_svd", A)
     m, n = A.shape[-2], A.shape[-1]
     check_rank_k("randomized_svd", k, min(m, n), "min(m, n)")
-    oversamples = _check_nonneg_int("randomized_svd", "oversamples", oversamples)
-    n_iter = _check_nonneg_int("randomized_svd", "n_iter", n_iter)
+    oversamples = check_nonnegative_int("randomized_svd", "oversamples", oversamples)
+    n_iter = check_nonnegative_int("randomized_svd", "n_iter", n_iter)
     check_symmetric_finite("randomized_svd", A, symmetric=False)
     dtype = A.dtype
     work = A.to(compute_dtype(dtype))
@@ -216,9 +222,9 @@ def topk_eigh(A: Tensor, k: int, *, method: str = "lanczos", largest: bool = Tru
     if method == "power" and not largest:
         raise ValueError("topk_eigh: expected largest=True with method='power' (it converges to "
                          "the largest magnitudes), got largest=False; use 'lanczos' or 'full'")
-    oversamples = _check_nonneg_int("topk_eigh", "oversamples", oversamples)
+    oversamples = check_nonnegative_int("topk_eigh", "oversamples", oversamples)
     if n_iter is not None:
-        n_iter = _check_nonneg_int("topk_eigh", "n_iter", n_iter)
+        n_iter = check_nonnegative_int("topk_eigh", "n_iter", n_iter)
     check_symmetric_finite("topk_eigh", A)
     dtype = A.dtype
     work = A.to(compute_dtype(dtype))

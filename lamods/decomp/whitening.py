@@ -27,8 +27,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from lamods._checks import check_features, check_like, check_positive_int
-from lamods.decomp._common import compute_dtype
+from lamods._precision import compute_dtype
+from lamods._validation import check_features, check_like, check_positive_int
 from lamods.decomp.eigh import eigh
 from lamods.decomp.matfun import inv_sqrtm
 

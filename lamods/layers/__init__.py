@@ -2,20 +2,17 @@
 
 from lamods.layers.activations import ACTIVATIONS, Activation
 from lamods.layers.hadamard import fwht, hadamard_matrix
-from lamods.layers.kernel import (
+from lamods.layers.kernel_heads import KernelRidgeHead, NystromFeatures, kernel_ridge
+from lamods.layers.kernel_svm import LinearSVMHead, squared_hinge_loss
+from lamods.layers.kernels import (
     CosineKernel,
     Kernel,
-    KernelRidgeHead,
     LaplacianKernel,
     LinearKernel,
-    NystromFeatures,
     PolynomialKernel,
-    RandomFourierFeatures,
     RBFKernel,
-    kernel_ridge,
     make_kernel,
 )
-from lamods.layers.kernel_svm import LinearSVMHead, squared_hinge_loss
 from lamods.layers.lowrank import LowRankAdapter, LowRankLinear, energy_rank, lowrank_linear
 from lamods.layers.manual import ManualLinear, ManualMLP, linear, mlp
 from lamods.layers.projection import (
@@ -26,6 +23,7 @@ from lamods.layers.projection import (
     pairwise_distance_distortion,
     pairwise_sq_distances,
 )
+from lamods.layers.random_features import RandomFourierFeatures
 from lamods.layers.surgery import (
     AdapterReport,
     CompressionReport,

@@ -40,7 +40,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lamods._amp import autocast_dtype
+from lamods._precision import autocast_dtype
 
 __all__ = ["fwht", "hadamard_matrix"]
 

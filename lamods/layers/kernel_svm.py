@@ -1,7 +1,7 @@
 r"""A linear SVM head on (random) features: the kernel SVM, approximated.
 
-With explicit features :math:`z(x)` (:class:`~lamods.layers.kernel.RandomFourierFeatures`,
-:class:`~lamods.layers.kernel.NystromFeatures`, or any backbone) a linear SVM on
+With explicit features :math:`z(x)` (:class:`~lamods.layers.RandomFourierFeatures`,
+:class:`~lamods.layers.NystromFeatures`, or any backbone) a linear SVM on
 :math:`z` approximates the kernel SVM with :math:`k(x, y) \approx z(x)^T z(y)`.
 
 - :func:`squared_hinge_loss`: the one-vs-rest squared hinge loss of scores
@@ -25,7 +25,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from lamods._checks import check_features, check_finite, check_positive_int
+from lamods._validation import check_positive, check_positive_int
+from lamods.base import Estimator
 
 __all__ = ["LinearSVMHead", "squared_hinge_loss"]
 
@@ -79,7 +80,7 @@ def squared_hinge_loss(scores: Tensor, y: Tensor, *, squared: bool = True,
     return per.sum() if reduction == "sum" else per.mean()
 
 
-class LinearSVMHead(nn.Module):
+class LinearSVMHead(Estimator):
     r"""Linear one-vs-rest SVM head :math:`s(z) = z W^T + b` with a ``fit`` of the SVM primal.
 
     ``forward`` returns the ``(*, K)`` scores (``argmax`` is the class); train it with
@@ -92,6 +93,8 @@ class LinearSVMHead(nn.Module):
         in_features: feature width :math:`D`.
         n_classes: :math:`K \ge 2`.
         C: inverse regularization strength :math:`C > 0` of ``fit``.
+        device, dtype: of the weights (None: torch's defaults; ``fit`` on data of
+            another dtype moves the head to it, see :mod:`lamods.base`).
 
     Examples::
 
@@ -104,34 +107,39 @@ class LinearSVMHead(nn.Module):
     def __init__(self, in_features: int, n_classes: int, *, C: float = 1.0,
                  device: torch.device | str | None = None,
                  dtype: torch.dtype | None = None) -> None:
-        super().__init__()
+        super().__init__(device=device, dtype=dtype)
         name = "LinearSVMHead"
         self.in_features = check_positive_int(name, "in_features", in_features)
         self.n_classes = check_positive_int(name, "n_classes", n_classes)
         if n_classes < 2:
             raise ValueError(f"{name}: expected n_classes >= 2, got {n_classes}")
-        if isinstance(C, bool) or not isinstance(C, (int, float)) or not 0 < C < float("inf"):
-            raise ValueError(f"{name}: expected C > 0, got {C!r}")
-        self.C = float(C)
+        self.C = check_positive(name, "C", C)
         self.linear = nn.Linear(in_features, n_classes, device=device, dtype=dtype)
         nn.init.zeros_(self.linear.weight)
         nn.init.zeros_(self.linear.bias)
 
+    _FITTED_MARK = ""  # a layer: usable (all-zero scores) before fit
+
+    def _n_features(self) -> int:
+        return self.in_features
+
     def forward(self, z: Tensor) -> Tensor:
-        check_features("LinearSVMHead", z, self.in_features)
+        z = self._input("forward", z)
         return self.linear(z)  # s = z W^T + b
 
-    def fit(self, Z: Tensor, y: Tensor, *, max_iter: int = 200,
+    def fit(self, Z: object, y: object, *, max_iter: int = 200,
             tol: float = 1e-6) -> LinearSVMHead:
         """Minimize the ``LinearSVC`` primal on features ``Z`` ``(n, D)`` and labels ``y``."""
         name = "LinearSVMHead.fit"
-        if not isinstance(Z, Tensor) or Z.dim() != 2:
-            got = f"shape {tuple(Z.shape)}" if isinstance(Z, Tensor) else type(Z).__name__
-            raise ValueError(f"{name}: expected Z of shape (n_samples, n_features), got {got}")
-        check_features(name, Z, self.in_features)
-        check_finite(name, Z, "Z")
         max_iter = check_positive_int(name, "max_iter", max_iter)
-        Z = Z.detach().to(self.linear.weight.dtype)
+        Z = self._fit_input("fit", Z, what="Z", adopt=False)
+        if Z.shape[1] != self.in_features:
+            raise ValueError(f"{name}: expected Z with last dimension {self.in_features}, "
+                             f"got {Z.shape[1]} (shape {tuple(Z.shape)})")
+        if not isinstance(y, Tensor):
+            y = torch.as_tensor(y)
+        self._adopt(Z.dtype, Z.device)
+        Z = Z.detach()
         _check_scores_labels(name, Z.new_empty(Z.shape[0], self.n_classes), y)
         W = self.linear.weight
         opt = torch.optim.LBFGS(self.linear.parameters(), lr=1.0, max_iter=max_iter,

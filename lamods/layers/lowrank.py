@@ -68,7 +68,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import orthogonal
 
-from lamods._checks import check_features, check_finite, check_like, check_positive_int
+from lamods._validation import check_features, check_finite, check_like, check_positive_int
 from lamods.decomp import svd
 
 __all__ = ["LowRankAdapter", "LowRankLinear", "energy_rank", "lowrank_linear"]

@@ -45,8 +45,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lamods._amp import autocast_dtype, cast_all
-from lamods._checks import check_features, check_like, check_positive_int
+from lamods._precision import autocast_dtype, cast_all
+from lamods._validation import check_features, check_like, check_positive_int
 from lamods.layers.activations import Activation
 
 __all__ = ["ManualLinear", "ManualMLP", "linear", "mlp"]

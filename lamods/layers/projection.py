@@ -52,8 +52,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lamods._amp import autocast_dtype
-from lamods._checks import check_features, check_like, check_positive_int
+from lamods._precision import autocast_dtype
+from lamods._random import check_randomness, generator_device, make_generator
+from lamods._validation import check_features, check_like, check_positive_int
+from lamods.distances import paired_sq_distances, pairwise_sq_distances
 from lamods.layers.hadamard import _scaled_fwht
 
 __all__ = [
@@ -90,23 +92,6 @@ def johnson_lindenstrauss_min_dim(n_samples: int, eps: float = 0.1) -> int:
         raise ValueError(f"johnson_lindenstrauss_min_dim: expected eps in (0, 1), got {eps!r}")
     # k >= 4 ln n / (eps^2/2 - eps^3/3)
     return math.ceil(4 * math.log(n_samples) / (eps**2 / 2 - eps**3 / 3))
-
-
-def pairwise_sq_distances(X: Tensor) -> Tensor:
-    r""":math:`\lVert x_i - x_j \rVert^2` for every pair :math:`i < j` of rows, in float64.
-
-    In the order of ``torch.triu_indices(n, n, 1)``. Computed by ``torch.cdist``
-    with exact differences (no :math:`|x|^2 + |y|^2 - 2\langle x, y\rangle`
-    cancellation), without gathering a row pair per distance.
-
-    Examples::
-
-        >>> pairwise_sq_distances(torch.tensor([[0.0, 0.0], [3.0, 4.0], [6.0, 8.0]]))
-        tensor([ 25., 100.,  25.], dtype=torch.float64)
-    """
-    X = X.detach().double()
-    i, j = torch.triu_indices(len(X), len(X), 1, device=X.device)
-    return torch.cdist(X, X, compute_mode="donot_use_mm_for_euclid_dist")[i, j].square()
 
 
 def pairwise_distance_distortion(
@@ -159,13 +144,7 @@ def pairwise_distance_distortion(
         j = (i + torch.randint(1, n, (n_pairs,), generator=generator, device="cpu")) % n
         i, j = i.to(X.device), j.to(X.device)
     # exact differences (no |x|^2 + |y|^2 - 2<x, y> cancellation), in blocks of pairs
-    step = max(1, (1 << 24) // max(X.shape[1], Y.shape[1], 1))
-    num, den = [], []
-    for s in range(0, i.numel(), step):
-        a, b = i[s:s + step], j[s:s + step]
-        num.append((Y[a] - Y[b]).pow(2).sum(-1))
-        den.append((X[a] - X[b]).pow(2).sum(-1))
-    num_t, den_t = torch.cat(num), torch.cat(den)
+    num_t, den_t = paired_sq_distances(Y, i, j), paired_sq_distances(X, i, j)
     keep = den_t > 0
     return num_t[keep] / den_t[keep]
 
@@ -224,25 +203,15 @@ class _RandomProjection(nn.Module):
         self.out_features = k
         self.eps = eps
         self.n_samples = n_samples
-        if generator is not None and seed is not None:
-            raise ValueError(f"{name}: expected at most one of generator and seed, got both")
-        if generator is not None and not isinstance(generator, torch.Generator):
-            raise TypeError(
-                f"{name}: expected generator to be a torch.Generator, got "
-                f"{type(generator).__name__}")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise TypeError(f"{name}: expected seed to be an int, got {seed!r}")
+        check_randomness(name, seed, generator)
         self.generator = generator
         self.seed = seed
 
     def _rng(self) -> tuple[torch.Generator | None, torch.device]:
         """The generator to draw from and the device to draw on (the CPU unless the
         user's generator lives elsewhere), fresh from ``seed`` on every call."""
-        if self.seed is not None:
-            return torch.Generator().manual_seed(self.seed), torch.device("cpu")
-        if self.generator is not None:
-            return self.generator, self.generator.device
-        return None, torch.device("cpu")
+        gen = make_generator(self._name, self.seed, self.generator)
+        return gen, generator_device(gen)
 
     def _check(self, x: Tensor, reference: Tensor) -> None:
         check_features(self._name, x, self.in_features)

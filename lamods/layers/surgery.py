@@ -42,7 +42,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lamods._checks import check_positive_int
+from lamods._validation import check_positive_int
 from lamods.layers.lowrank import (
     LowRankAdapter,
     LowRankLinear,

@@ -36,8 +36,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lamods._checks import check_positive_int
-from lamods.recsys._validate import check_nonnegative, check_positive
+from lamods._random import make_generator
+from lamods._validation import check_nonnegative, check_positive, check_positive_int
 from lamods.recsys.mf import MatrixFactorization
 from lamods.recsys.movielens import Ratings
 from lamods.recsys.train import FitHistory, _record, prepare
@@ -303,7 +303,7 @@ def fit_gibbs(
     final = MatrixFactorization(train.n_users, train.n_items, k * samples, biased=True,
                                 rating_range=train.rating_range, device=dev, dtype=dtype)
     users, items, ratings = prepare(final, train)
-    gen = torch.Generator(device=dev).manual_seed(seed)
+    gen = make_generator("fit_gibbs", seed, device=dev)
     mu = final.global_mean
     by_user, by_item = _Rows(users, train.n_users), _Rows(items, train.n_items)
     q = torch.randn(train.n_items, k, generator=gen, device=dev, dtype=dtype) * 0.1

@@ -33,8 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lamods._checks import check_positive_int
-from lamods.recsys._validate import check_ids, check_nonnegative
+from lamods._validation import check_ids, check_nonnegative, check_positive_int
 
 __all__ = ["MatrixFactorization"]
 

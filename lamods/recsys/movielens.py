@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from lamods.recsys._validate import check_ids
+from lamods._validation import check_ids
 
 __all__ = ["VARIANTS", "MovieLens", "Ratings"]
 

@@ -18,13 +18,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from lamods._random import make_generator
 from lamods.recsys.movielens import Ratings
 
 __all__ = ["kfold", "kfold_indices", "leave_last_out", "random_split"]
 
 
 def _perm(n: int, seed: int) -> Tensor:
-    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return torch.randperm(n, generator=make_generator("split", seed))
 
 
 def random_split(data: Ratings, ratios=(0.8, 0.2), *, seed: int = 0) -> list[Ratings]:

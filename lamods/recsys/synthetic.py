@@ -16,6 +16,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from lamods._random import make_generator
 from lamods.recsys.movielens import Ratings
 
 __all__ = ["SyntheticRatings", "synthetic_ratings"]
@@ -65,7 +66,7 @@ def synthetic_ratings(
     """
     if not 0 < density <= 1:
         raise ValueError(f"synthetic_ratings: expected density in (0, 1], got {density!r}")
-    g = torch.Generator().manual_seed(seed)
+    g = make_generator("synthetic_ratings", seed)
     p = torch.randn(n_users, rank, generator=g) / rank ** 0.25
     q = torch.randn(n_items, rank, generator=g) / rank ** 0.25
     bu = torch.randn(n_users, generator=g) * bias_std

@@ -36,8 +36,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from lamods._checks import check_positive_int
-from lamods.recsys._validate import check_choice, check_nonnegative, check_positive
+from lamods._random import make_generator
+from lamods._validation import check_choice, check_nonnegative, check_positive, check_positive_int
 from lamods.recsys.metrics import evaluate
 from lamods.recsys.mf import MatrixFactorization
 from lamods.recsys.movielens import Ratings
@@ -239,7 +239,7 @@ def fit_sgd(
         opt = torch.optim.SGD(params, lr=lr)
     schedulers = [torch.optim.lr_scheduler.ExponentialLR(o, gamma=lr_decay)
                   for o in (opt.optimizers if isinstance(opt, _Both) else [opt])]
-    gen = torch.Generator(device=users.device).manual_seed(seed)
+    gen = make_generator("fit_sgd", seed, device=users.device)
     history = FitHistory()
     n = users.shape[0]
     was_training = model.training

@@ -1,0 +1,114 @@
+r"""Lloyd's algorithm and greedy k-means++ seeding: the k-means core.
+
+Shared by :class:`lamods.classic.KMeans` and the k-means landmarks of
+:class:`lamods.layers.NystromFeatures` (so ``layers/`` need not import
+``classic/``). The formulas are in :mod:`lamods.classic.kmeans`' docstring.
+Inputs are centred ``(n, d)`` data with their squared norms ``x_sq``; nothing
+is validated here.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from lamods._random import generator_device
+from lamods.distances import partial_sq_distances
+
+
+def kmeans_plusplus_rows(X: Tensor, x_sq: Tensor, k: int, n_local_trials: int | None,
+                     generator: torch.Generator | None) -> Tensor:
+    n = X.shape[0]
+    trials = 2 + int(math.log(k)) if n_local_trials is None else n_local_trials
+    gdev = generator_device(generator)
+    first = torch.randint(n, (1,), generator=generator, device=gdev).to(X.device)
+    chosen = [first]
+    # D(x)^2 to the nearest chosen center
+    closest = (partial_sq_distances(X, X[first])[:, 0] + x_sq).clamp_min(0)
+    for _ in range(1, k):
+        # draw candidates with probability D(x)^2 / sum D^2
+        cum = closest.cumsum(0)
+        # drawn in float64 on the generator's device: the same seed picks the same
+        # candidates in float32 and float64
+        u = torch.rand(trials, generator=generator, device=generator_device(generator),
+                       dtype=torch.float64).to(device=X.device, dtype=X.dtype) * cum[-1]
+        cand = torch.searchsorted(cum, u).clamp_max(n - 1)
+        d_cand = (partial_sq_distances(X, X[cand]) + x_sq.unsqueeze(1)).clamp_min(0)
+        d_cand = torch.minimum(closest.unsqueeze(1), d_cand)
+        # keep the candidate giving the lowest inertia
+        best = d_cand.sum(0).argmin()
+        closest = d_cand[:, best]
+        chosen.append(cand[best].reshape(1))
+    return X[torch.cat(chosen)]
+
+
+def relocate_empty(X: Tensor, x_sq: Tensor, C: Tensor, labels: Tensor, counts: Tensor,
+                    sums: Tensor) -> None:
+    """Move each empty cluster onto the point farthest from its center (in place)."""
+    empty = (counts == 0).nonzero()[:, 0]
+    dist = (partial_sq_distances(X, C).gather(1, labels.unsqueeze(1))[:, 0] + x_sq)
+    far = dist.topk(len(empty)).indices
+    for e, i in zip(empty.tolist(), far.tolist()):
+        old = int(labels[i])
+        sums[old] -= X[i]
+        counts[old] -= 1
+        sums[e] = X[i]
+        counts[e] = 1
+        labels[i] = e
+
+
+def chunk_rows(n: int, k: int, device: torch.device) -> int:
+    """Rows per block of the assign step: cache-sized on CPU, everything at once on GPU."""
+    budget = 2 ** 16 if device.type == "cpu" else 2 ** 26
+    return max(256, budget // k)
+
+
+def estep(X: Tensor, C: Tensor, chunk: int, *, sums: bool) -> tuple[Tensor, Tensor]:
+    """Labels ``(n,)`` and per-cluster sums ``(k, d)`` (or partial distances ``(n,)``).
+
+    Blocks of ``chunk`` rows keep the distance block in cache (Note [blocked assign]).
+    """
+    n = X.shape[0]
+    c_sq = C.square().sum(1).unsqueeze(0)
+    labels = torch.empty(n, dtype=torch.int64, device=X.device)
+    out = torch.zeros_like(C) if sums else torch.empty(n, dtype=X.dtype, device=X.device)
+    for i in range(0, n, chunk):
+        Xi = X[i:i + chunk]
+        # ||x - c||^2 - ||x||^2 = ||c||^2 - 2 x^T c
+        d = partial_sq_distances(Xi, C, c_sq)
+        if sums:
+            li = d.min(1).indices
+            out.index_add_(0, li, Xi)
+        else:
+            out[i:i + chunk], li = d.min(1)
+        labels[i:i + chunk] = li
+    return labels, out
+
+
+def lloyd(X: Tensor, x_sq: Tensor, C: Tensor, max_iter: int,
+           tol: float) -> tuple[Tensor, Tensor, Tensor, int]:
+    k = C.shape[0]
+    chunk = chunk_rows(X.shape[0], k, X.device)
+    labels_old = None
+    it = 0
+    for it in range(1, max_iter + 1):  # noqa: B007 (it is returned)
+        # assign: l_i = argmin_j ||x_i - c_j||^2, and the per-cluster sums
+        labels, sums = estep(X, C, chunk, sums=True)
+        counts = torch.bincount(labels, minlength=k)
+        if bool((counts == 0).any()):
+            relocate_empty(X, x_sq, C, labels, counts, sums)
+        # update: c_j = mean of the points labelled j
+        C_new = sums / counts.unsqueeze(1).to(X.dtype)
+        shift = (C_new - C).square().sum()
+        C = C_new
+        same = (labels == labels_old).all() if labels_old is not None else shift.new_zeros(
+            (), dtype=torch.bool)
+        # stop when no label changed, or the centers moved at most tol
+        if bool(same | (shift <= tol)):
+            break
+        labels_old = labels
+    # a last assign step, so labels and inertia belong to the final centers
+    labels, d = estep(X, C, chunk, sums=False)
+    return C, labels, (d + x_sq).clamp_min(0).sum(), it

@@ -1,0 +1,58 @@
+"""Compute precision and autocast: where lamods decides which dtype the math runs in.
+
+Decompositions run in at least float32 (half-precision inputs are upcast and the
+results cast back). Autocast does not reach inside a custom ``Function``'s own
+dispatch the way it reaches ``F.linear``, so lamods layers cast their inputs to
+the autocast dtype *before* calling the Function (the casts are differentiable,
+so gradients come back in each parameter's own dtype) and run the Function with
+autocast off. Like autocast itself, float64 tensors are left alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+import torch
+from torch import Tensor
+
+T = TypeVar("T")
+
+HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """At least float32: half precision inputs are decomposed in float32."""
+    return torch.float32 if dtype in HALF_DTYPES else dtype
+
+
+def run_upcast(fn: Callable[..., T], A: Tensor, *args: object) -> T:
+    """Run ``fn(A_work, *args)`` with ``A`` in at least float32 and autocast off.
+
+    Returns ``fn``'s result unchanged; callers cast outputs back with :func:`cast_back`.
+    """
+    work = A.to(compute_dtype(A.dtype))
+    try:
+        ctx = torch.autocast(A.device.type, enabled=False)
+    except RuntimeError:  # pragma: no cover - device types without autocast
+        return fn(work, *args)
+    with ctx:
+        return fn(work, *args)
+
+
+def cast_back(dtype: torch.dtype, *tensors: Tensor) -> tuple[Tensor, ...]:
+    """Cast results back to the input's dtype (differentiably; a no-op when equal)."""
+    return tuple(t if t.dtype == dtype else t.to(dtype) for t in tensors)
+
+
+def autocast_dtype(x: Tensor) -> torch.dtype | None:
+    """The dtype autocast would compute a matmul on ``x`` in, or None when it would not cast."""
+    device_type = x.device.type
+    if not torch.is_autocast_enabled(device_type) or x.dtype == torch.float64:
+        return None
+    return torch.get_autocast_dtype(device_type)
+
+
+def cast_all(dtype: torch.dtype, *tensors: Tensor | None) -> list[Tensor | None]:
+    """Cast every tensor (skipping None) to ``dtype`` with differentiable ``.to``."""
+    return [None if t is None else t.to(dtype) for t in tensors]

@@ -1,0 +1,339 @@
+r"""Fitted kernel modules: Nystrom features and a closed-form kernel ridge head.
+
+- :class:`NystromFeatures`: :math:`\varphi(x) = K(x, L)\, K(L, L)^{-1/2}` from ``m``
+  landmarks, an explicit feature map whose inner products approximate the kernel.
+- :class:`KernelRidgeHead` / :func:`kernel_ridge`: :math:`f(x) = K(x, X)(K + \alpha I)^{-1} Y`,
+  differentiable with respect to its inputs and hyperparameters.
+
+Both stand on :class:`lamods.base.Estimator` (``fit`` returns ``self``, NumPy
+input, the fitted dtype follows the data, ``get_params`` / ``clone``).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from lamods._hyperparams import register_log_positive, retype_hyperparameters
+from lamods._lloyd import lloyd
+from lamods._random import check_randomness, generator_device, make_generator
+from lamods._validation import (
+    as_float_tensor,
+    check_choice,
+    check_data,
+    check_features,
+    check_positive,
+    check_positive_int,
+)
+from lamods.base import Estimator
+from lamods.decomp import eigh
+from lamods.layers.kernels import Kernel, make_kernel
+
+__all__ = ["KernelRidgeHead", "NystromFeatures", "kernel_ridge"]
+
+
+def _kernel_module(name: str, kernel: str | Kernel, kernel_params: dict[str, Any] | None,
+                   extra: dict[str, Any], device: torch.device | str | None,
+                   dtype: torch.dtype | None) -> tuple[Kernel, dict[str, Any] | None]:
+    """The kernel module, and the kernel parameters to remember (``kernel_params`` merged
+    with keyword arguments; the given dict itself when there are none, for ``clone``)."""
+    if kernel_params is not None and not isinstance(kernel_params, dict):
+        raise TypeError(f"{name}: expected kernel_params to be a dict or None, "
+                        f"got {type(kernel_params).__name__}")
+    params = kernel_params if not extra else {**(kernel_params or {}), **extra}
+    module = make_kernel(kernel, name, **(params or {}))
+    if dtype is not None:  # Note [exact hyperparameters]: no float32 rounding on the way
+        retype_hyperparameters(module, dtype, device)
+    return module.to(device=device, dtype=dtype), params
+
+
+class NystromFeatures(Estimator):
+    r"""Nystrom features :math:`\varphi(x) = K(x, L)\, K(L, L)^{-1/2}` (Williams and Seeger, 2001).
+
+    ``fit(X)`` samples ``n_landmarks`` rows of ``X`` without replacement as the
+    landmarks :math:`L` (``landmarks="random"``), or uses them to start
+    ``kmeans_iter`` Lloyd iterations (:mod:`lamods._lloyd`) and takes the cluster
+    centers (``landmarks="kmeans"``, closer to the data's spread, so a better
+    approximation for the same :math:`m`), and computes :math:`K(L, L)^{-1/2}`
+    through the stable :func:`~lamods.decomp.eigh`, with eigenvalues clamped at 0 and a jitter
+    :math:`\epsilon` added: :math:`U \operatorname{diag}((\lambda + \epsilon)^{-1/2}) U^T`.
+    Then :math:`\varphi(x)^T \varphi(y) = K(x, L) K(L, L)^{-1} K(L, y) \approx k(x, y)`,
+    exact when the landmarks are all the points. Buffers ``landmarks_`` and
+    ``normalization_`` hold the fitted state (fitting runs without autograd; the
+    features are differentiable in ``x``).
+
+    Args:
+        in_features: :math:`d`.
+        n_landmarks: number of landmarks :math:`m`.
+        kernel: a :class:`~lamods.layers.Kernel` module or a name (see
+            :func:`~lamods.layers.make_kernel`).
+        landmarks: ``"random"`` (rows of ``X``) or ``"kmeans"`` (k-means centers).
+        kmeans_iter: most Lloyd iterations with ``landmarks="kmeans"``.
+        jitter: :math:`\epsilon` relative to the mean of :math:`\operatorname{diag} K(L, L)`;
+            None uses the square root of the dtype's machine epsilon.
+        seed, generator: randomness of the landmark choice (at most one).
+        kernel_params: parameters of a kernel given by name, e.g. ``{"lengthscale": 2.0}``;
+            keyword arguments (``lengthscale=2.0``) are merged into it.
+        device, dtype: of the fitted state (None: follow the data, see :mod:`lamods.base`).
+
+    Shape:
+        - ``fit(X)``: :math:`(N, d)`.
+        - ``forward``: :math:`(*, d) \to (*, m)`.
+
+    Examples::
+
+        >>> X = torch.randn(50, 3, dtype=torch.float64)
+        >>> ny = NystromFeatures(3, 50, "rbf", lengthscale=2.0, seed=0).fit(X)
+        >>> Phi = ny(X)
+        >>> torch.allclose(Phi @ Phi.T, ny.kernel_module(X), atol=1e-6)
+        True
+    """
+
+    _FITTED = ("landmarks_", "normalization_")
+    _FITTED_SHAPES = {"landmarks_": ("m", "d"), "normalization_": ("m", "m")}
+    _FIT_CALL = "fit(X)"
+    _DERIVED = {"kernel": ("kernel_module",), "kernel_params": ("kernel_module",)}
+
+    def __init__(self, in_features: int, n_landmarks: int, kernel: str | Kernel = "rbf", *,
+                 landmarks: str = "random", kmeans_iter: int = 10,
+                 jitter: float | None = None, seed: int | None = None,
+                 generator: torch.Generator | None = None,
+                 kernel_params: dict[str, Any] | None = None,
+                 device: torch.device | str | None = None, dtype: torch.dtype | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(device=device, dtype=dtype)
+        name = "NystromFeatures"
+        self.in_features = check_positive_int(name, "in_features", in_features)
+        self.n_landmarks = check_positive_int(name, "n_landmarks", n_landmarks)
+        check_choice(name, "landmarks", landmarks, ("random", "kmeans"))
+        self.landmarks = landmarks
+        self.kmeans_iter = check_positive_int(name, "kmeans_iter", kmeans_iter)
+        if jitter is not None:
+            check_positive(name, "jitter", jitter)
+        self.jitter = jitter
+        check_randomness(name, seed, generator)
+        self.seed, self.generator = seed, generator
+        self.kernel_module, self.__dict__["kernel_params"] = _kernel_module(
+            name, kernel, kernel_params, kwargs, device, dtype)
+        self.__dict__["kernel"] = kernel  # as given (not registered twice)
+
+    def _known_dims(self) -> dict[str, int]:
+        return {"m": self.n_landmarks, "d": self.in_features}
+
+    @torch.no_grad()
+    def fit(self, X: object, y: object = None) -> NystromFeatures:
+        """Pick landmarks (rows of ``X`` or k-means centers), compute :math:`K(L, L)^{-1/2}`."""
+        name = "NystromFeatures.fit"
+        X = self._fit_input("fit", X)
+        check_features(name, X, self.in_features)
+        n = X.shape[0]
+        if n < self.n_landmarks:
+            raise ValueError(f"{name}: expected at least n_landmarks={self.n_landmarks} rows, "
+                             f"got {n}")
+        gen = make_generator(name, self.seed, self.generator)
+        idx = torch.randperm(n, generator=gen, device=generator_device(gen))
+        L = X[idx[:self.n_landmarks].to(X.device)].clone()
+        if self.landmarks == "kmeans":
+            mean = X.mean(0)
+            Xc = X - mean  # centred, as k-means (lamods._lloyd)
+            L = lloyd(Xc, Xc.square().sum(1), L - mean, self.kmeans_iter, 0.0)[0] + mean
+        K = self.kernel_module(L)
+        lam, U = eigh(K, validate=False)
+        eps = self.jitter if self.jitter is not None else math.sqrt(torch.finfo(K.dtype).eps)
+        eps = eps * max(float(K.diagonal().mean()), torch.finfo(K.dtype).tiny)
+        # K(L, L)^(-1/2) = U diag((max(lambda, 0) + eps)^(-1/2)) U^T
+        W = (U * (lam.clamp_min(0) + eps).rsqrt().unsqueeze(-2)) @ U.mT
+        self.landmarks_, self.normalization_ = L, W
+        return self
+
+    def forward(self, x: object) -> Tensor:
+        x = self._input("forward", x, width=self.in_features)
+        # phi(x) = K(x, L) K(L, L)^(-1/2)
+        return self.kernel_module(x, self.landmarks_) @ self.normalization_
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, n_landmarks={self.n_landmarks}, "
+                f"landmarks={self.landmarks!r}")
+
+
+def _solve_ridge(name: str, K: Tensor, Y: Tensor, alpha: Tensor | float) -> Tensor:
+    r"""Solve :math:`(K + \alpha I) A = Y` by Cholesky, adding jitter (and warning) if not PD."""
+    n = K.shape[-1]
+    eye = torch.eye(n, dtype=K.dtype, device=K.device)
+    M = K + alpha * eye  # K + alpha I
+    C, info = torch.linalg.cholesky_ex(M)
+    if bool(info.any()):
+        scale = max(float(M.diagonal(dim1=-2, dim2=-1).abs().mean()), 1.0)
+        jitter = scale * math.sqrt(torch.finfo(K.dtype).eps)
+        for _ in range(8):
+            C, info = torch.linalg.cholesky_ex(M + jitter * eye)
+            if not bool(info.any()):
+                break
+            jitter *= 10
+        else:
+            raise RuntimeError(f"{name}: expected K + alpha I to be positive definite, got a "
+                               f"failed Cholesky even with jitter {jitter:.3g}")
+        warnings.warn(f"{name}: K + alpha I is not numerically positive definite; added "
+                      f"jitter {jitter:.3g} to its diagonal", RuntimeWarning, stacklevel=3)
+    return torch.cholesky_solve(Y, C)  # A = (K + alpha I)^{-1} Y
+
+
+def kernel_ridge(X: Tensor, Y: Tensor, Xq: Tensor,
+                 kernel: str | Kernel | Callable[[Tensor, Tensor], Tensor] = "rbf",
+                 alpha: float | Tensor = 1.0, **kernel_params: Any) -> Tensor:
+    r"""Kernel ridge regression predictions :math:`K(X_q, X)\, (K(X, X) + \alpha I)^{-1} Y`.
+
+    Differentiable with respect to ``X``, ``Y``, ``Xq``, ``alpha`` (a tensor) and the
+    kernel's hyperparameters (autograd through the Cholesky factor and solve).
+
+    Args:
+        X: training inputs ``(n, d)``.
+        Y: targets ``(n,)`` or ``(n, k)``.
+        Xq: query inputs ``(q, d)``.
+        kernel: a :class:`~lamods.layers.Kernel`, a name (see
+            :func:`~lamods.layers.make_kernel`), or any callable
+            ``kernel(A, B) -> (len(A), len(B))``.
+        alpha: ridge :math:`\alpha > 0`, a float or a tensor.
+        **kernel_params: parameters of a kernel given by name, e.g. ``lengthscale=``.
+
+    Returns:
+        predictions ``(q,)`` or ``(q, k)``, following ``Y``.
+
+    Examples::
+
+        >>> X = torch.tensor([[0.0], [1.0], [2.0]])
+        >>> kernel_ridge(X, torch.tensor([0.0, 1.0, 2.0]), X, "linear", alpha=1e-6)
+        tensor([0.0000, 1.0000, 2.0000])
+    """
+    name = "kernel_ridge"
+    k = kernel if callable(kernel) and not isinstance(kernel, str) and not kernel_params \
+        else make_kernel(kernel, name, **kernel_params)  # type: ignore[arg-type]
+    check_positive(name, "alpha", alpha)
+    for what, t in (("X", X), ("Y", Y), ("Xq", Xq)):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{name}: expected {what} as a torch.Tensor, got {type(t).__name__}")
+    A = _fit_dual(name, k, X, Y, alpha)
+    check_features(name, Xq, X.shape[-1])
+    out = k(Xq, X) @ A  # f(x) = K(x, X) A
+    return out.squeeze(-1) if Y.dim() == 1 else out
+
+
+def _fit_dual(name: str, k: Callable[[Tensor, Tensor], Tensor], X: Tensor, Y: Tensor,
+              alpha: float | Tensor) -> Tensor:
+    """The dual coefficients :math:`A = (K(X, X) + \\alpha I)^{-1} Y` ``(n, k)``."""
+    check_data(name, X)
+    if Y.dim() not in (1, 2):
+        raise ValueError(f"{name}: expected Y of shape (n_samples,) or (n_samples, n_outputs), "
+                         f"got shape {tuple(Y.shape)}")
+    if Y.shape[0] != X.shape[0]:
+        raise ValueError(f"{name}: expected Y with {X.shape[0]} rows (one per row of X), "
+                         f"got {Y.shape[0]}")
+    Y = as_float_tensor(name, Y, what="Y", dtype=X.dtype)
+    check_data(name, Y, what="Y", ndim=Y.dim())
+    Y2 = Y.unsqueeze(-1) if Y.dim() == 1 else Y
+    return _solve_ridge(name, k(X, X), Y2, alpha)
+
+
+class KernelRidgeHead(Estimator):
+    r"""Kernel ridge regression head: ``fit(X, Y)`` then :math:`f(x) = K(x, X)\, A`.
+
+    ``fit`` solves :math:`(K(X, X) + \alpha I) A = Y` by Cholesky (adding jitter to
+    the diagonal, with a warning, if the matrix is not numerically positive
+    definite) and keeps ``X_fit_`` (a copy of the training inputs) and ``dual_coef_``
+    :math:`A` as buffers. Multi-output: ``Y`` ``(n, k)`` (e.g. one-hot labels) gives
+    ``(q, k)`` predictions. ``fit`` runs under autograd when it is enabled, so a loss
+    on ``forward`` backpropagates to ``X``, ``Y``, ``alpha`` and the kernel
+    hyperparameters (the closed-form solve inside a training step); see also
+    :func:`kernel_ridge`.
+
+    Args:
+        kernel: a :class:`~lamods.layers.Kernel` module or a name (see
+            :func:`~lamods.layers.make_kernel`).
+        alpha: ridge :math:`\alpha > 0`, stored as :math:`\log \alpha`
+            (Note [exact hyperparameters] in :mod:`lamods._hyperparams`).
+        learnable_alpha: make :math:`\log \alpha` an ``nn.Parameter``.
+        kernel_params: parameters of a kernel given by name, e.g. ``{"lengthscale": 0.3}``;
+            keyword arguments (``lengthscale=0.3``) are merged into it.
+        device, dtype: of the fitted state (None: follow the data, see :mod:`lamods.base`).
+
+    Shape:
+        - ``fit(X, Y)``: :math:`(N, d)` and :math:`(N)` or :math:`(N, k)`.
+        - ``forward``: :math:`(*, d) \to (*)` or :math:`(*, k)`, following ``Y``.
+
+    Examples::
+
+        >>> X = torch.linspace(0, 1, 20, dtype=torch.float64)[:, None]
+        >>> head = KernelRidgeHead("rbf", alpha=1e-6, lengthscale=0.3).fit(X, torch.sin(3 * X))
+        >>> bool((head(X) - torch.sin(3 * X)).abs().max() < 1e-3)
+        True
+    """
+
+    _FITTED = ("X_fit_", "dual_coef_")
+    _FITTED_SHAPES = {"X_fit_": ("n", "d"), "dual_coef_": ("n", "k")}
+    _FIT_CALL = "fit(X, Y)"
+    _DERIVED = {"kernel": ("kernel_module",), "kernel_params": ("kernel_module",)}
+
+    def __init__(self, kernel: str | Kernel = "rbf", alpha: float = 1.0, *,
+                 learnable_alpha: bool = False, kernel_params: dict[str, Any] | None = None,
+                 device: torch.device | str | None = None,
+                 dtype: torch.dtype | None = None, **kwargs: Any) -> None:
+        super().__init__(device=device, dtype=dtype)
+        name = "KernelRidgeHead"
+        self.kernel_module, self.__dict__["kernel_params"] = _kernel_module(
+            name, kernel, kernel_params, kwargs, device, dtype)
+        self.__dict__["kernel"] = kernel  # as given (not registered twice)
+        register_log_positive(self, "alpha", alpha, learnable_alpha, name, device=device,
+                              dtype=dtype)
+        self.__dict__["alpha_init"] = alpha
+        self.learnable_alpha = learnable_alpha
+        self._squeeze = False
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        params = super().get_params(deep)
+        params["alpha"] = self.alpha_init  # the float given (``alpha`` is the live tensor)
+        return params
+
+    def set_params(self, **params: Any) -> KernelRidgeHead:
+        if "alpha" in params:
+            check_positive("KernelRidgeHead", "alpha", params["alpha"])
+        super().set_params(**{k: v for k, v in params.items() if k != "alpha"})
+        if "alpha" in params:
+            self.__dict__["alpha_init"] = params["alpha"]
+            register_log_positive(self, "alpha", params["alpha"], self.learnable_alpha,
+                                  "KernelRidgeHead", device=self.log_alpha.device,
+                                  dtype=self.log_alpha.dtype)
+        return self
+
+    @property
+    def alpha(self) -> Tensor:
+        return self.log_alpha.exp()
+
+    def fit(self, X: object, Y: object) -> KernelRidgeHead:
+        """Solve :math:`(K(X, X) + \\alpha I) A = Y`; ``Y`` is ``(n,)`` or ``(n, k)``."""
+        name = "KernelRidgeHead.fit"
+        X = self._fit_input("fit", X)
+        Y = self._fit_target("fit", Y, X, what="Y")
+        self.dual_coef_ = _fit_dual(name, self.kernel_module, X, Y, self.alpha)
+        # a copy: changing the caller's X in place must not change the predictions
+        self.X_fit_ = X.clone()
+        self._squeeze = Y.dim() == 1
+        return self
+
+    def forward(self, x: object) -> Tensor:
+        x = self._input("forward", x)
+        out = self.kernel_module(x, self.X_fit_) @ self.dual_coef_  # f(x) = K(x, X) A
+        return out.squeeze(-1) if self._squeeze else out
+
+    def get_extra_state(self) -> dict[str, bool]:
+        return {"squeeze": self._squeeze}  # fitted on 1-D targets: 1-D predictions
+
+    def set_extra_state(self, state: dict[str, bool]) -> None:
+        self._squeeze = bool(state.get("squeeze", False))
+
+    def extra_repr(self) -> str:
+        return f"alpha={self.alpha.item():.4g}"

@@ -1,0 +1,102 @@
+r"""Random Fourier features: an explicit, finite feature map of the RBF kernel.
+
+Bochner's theorem: a shift-invariant kernel is the Fourier transform of a
+probability measure, so :math:`k(x - y) = E_w[\cos(w^T (x - y))]` and a Monte
+Carlo average over ``D`` frequencies is an inner product of ``D`` features
+(Rahimi and Recht, 2007). Linear models on these features approximate kernel
+machines at a cost linear in the number of points.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from lamods._hyperparams import register_log_positive
+from lamods._random import generator_device, make_generator
+from lamods._validation import check_features, check_like, check_positive_int
+
+__all__ = ["RandomFourierFeatures"]
+
+
+class RandomFourierFeatures(nn.Module):
+    r"""Random Fourier features of the RBF kernel (Rahimi and Recht, 2007).
+
+    .. math::
+        z(x) = \sqrt{2/D}\, \cos(x W^T / l + b), \qquad
+        W_{ij} \sim \mathcal N(0, 1), \quad b_i \sim U(0, 2\pi),
+
+    so :math:`E[z(x)^T z(y)] = \exp(-\|x-y\|^2 / (2 l^2))` with error
+    :math:`O(1/\sqrt D)`. ``orthogonal=True`` draws orthogonal random features
+    (Yu et al., 2016): blocks of :math:`d` rows of :math:`Q` from the QR of a
+    Gaussian matrix, each row scaled by an independent chi-distributed norm
+    (the norm of a fresh Gaussian vector), which lowers the variance.
+
+    ``W`` and ``b`` are buffers (drawn on the CPU in float64 from ``seed`` or
+    ``generator``, then cast), so ``state_dict`` and ``.to()`` carry them.
+
+    Args:
+        in_features: :math:`d`.
+        n_features: :math:`D`, the output width.
+        lengthscale: :math:`l > 0`.
+        orthogonal: draw orthogonal random features.
+        learnable_lengthscale: make :math:`\log l` an ``nn.Parameter``.
+        seed, generator: randomness (at most one); neither uses torch's global generator.
+
+    Examples::
+
+        >>> rff = RandomFourierFeatures(3, 4096, lengthscale=1.0, seed=0)
+        >>> x = torch.tensor([[0.0, 0.0, 0.0], [0.5, 0.5, 0.0]])
+        >>> z = rff(x)
+        >>> z.shape
+        torch.Size([2, 4096])
+        >>> bool(abs(z[0] @ z[1] - math.exp(-0.25)) < 0.05)
+        True
+    """
+
+    def __init__(self, in_features: int, n_features: int, lengthscale: float = 1.0, *,
+                 orthogonal: bool = False, learnable_lengthscale: bool = False,
+                 seed: int | None = None, generator: torch.Generator | None = None,
+                 device: torch.device | str | None = None,
+                 dtype: torch.dtype | None = None) -> None:
+        super().__init__()
+        name = "RandomFourierFeatures"
+        self.in_features = check_positive_int(name, "in_features", in_features)
+        self.n_features = check_positive_int(name, "n_features", n_features)
+        self.orthogonal = bool(orthogonal)
+        self.seed = seed
+        gen = make_generator(name, seed, generator)
+        factory = {"device": device, "dtype": dtype or torch.get_default_dtype()}
+        d, D = in_features, n_features
+        opts = {"generator": gen, "device": generator_device(gen), "dtype": torch.float64}
+        if orthogonal:
+            blocks = []
+            for _ in range(-(-D // d)):
+                Q, _ = torch.linalg.qr(torch.randn(d, d, **opts))
+                norms = torch.randn(d, d, **opts).norm(dim=1)  # chi(d)-distributed row norms
+                blocks.append(norms[:, None] * Q)
+            W = torch.cat(blocks)[:D]
+        else:
+            W = torch.randn(D, d, **opts)  # W_ij ~ N(0, 1)
+        b = torch.rand(D, **opts) * (2 * math.pi)  # b ~ U(0, 2 pi)
+        self.register_buffer("weight", W.to(**factory))
+        self.register_buffer("bias", b.to(**factory))
+        register_log_positive(self, "lengthscale", lengthscale, learnable_lengthscale, name,
+                              **factory)
+
+    @property
+    def lengthscale(self) -> Tensor:
+        return self.log_lengthscale.exp()
+
+    def forward(self, x: Tensor) -> Tensor:
+        check_features("RandomFourierFeatures", x, self.in_features)
+        check_like("RandomFourierFeatures", x, self.weight)
+        l = self.lengthscale.to(x.dtype)  # noqa: E741
+        # z(x) = sqrt(2/D) cos(x W^T / l + b)
+        return math.sqrt(2.0 / self.n_features) * torch.cos(x @ self.weight.mT / l + self.bias)
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, n_features={self.n_features}, "
+                f"lengthscale={self.lengthscale.item():.4g}, orthogonal={self.orthogonal}")
