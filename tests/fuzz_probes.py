@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 import lamods
-from lamods import classic, decomp, layers, recsys
+from lamods import classic, layers, recsys
 from lamods.distances import sq_distances
 
 F64 = torch.float64
@@ -609,12 +609,11 @@ def _add_layers() -> None:
     for case, mut in MATRIX_CASES.items():
         X = mut(X0)
         for name, (mod, ref) in {**modules, **kernels}.items():
-            if name == "fwht":
-                call = (lambda X=X: lamods.fwht(X))
-            elif name == "sq_distances":
-                call = (lambda X=X: sq_distances(X))
-            else:
-                call = (lambda X=X, m=mod: m(X))
+            fn = lamods.fwht if name == "fwht" else sq_distances if name == "sq_distances" \
+                else mod
+
+            def call(X=X, fn=fn) -> Any:
+                return fn(X)
             if ref is None:
                 probe(name, case, call, finite)
                 continue
@@ -791,7 +790,7 @@ if __name__ == "__main__":
         tally[outcome] += 1
         if outcome in ("wrong", "obscure") or "-v" in sys.argv:
             print(f"{outcome:8s} {p.id}: {detail}")
-    print(f"\n| probes | clear errors | correct results | silent wrong | obscure errors |")
-    print(f"|---|---|---|---|---|")
+    print("\n| probes | clear errors | correct results | silent wrong | obscure errors |")
+    print("|---|---|---|---|---|")
     print(f"| {len(PROBES)} | {tally['error']} | {tally['correct']} | {tally['wrong']} | "
           f"{tally['obscure']} |")

@@ -412,3 +412,17 @@ def test_from_linear_and_adapter_on_cuda():
     y = lin(x)
     adapter = LowRankAdapter(lin, rank=4, init="svd")
     torch.testing.assert_close(adapter(x), y, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    (torch.ones(2, 2),
+     "expected singular_values as a non-empty 1-D floating tensor, got shape (2, 2)"),
+    (torch.zeros(0),
+     "expected singular_values as a non-empty 1-D floating tensor, got shape (0,)"),
+    (torch.tensor([3.0, float("nan")]), "expected a finite singular_values, got 1 NaN"),
+    (torch.tensor([3.0, -1.0]), "expected non-negative singular_values in descending order"),
+    (torch.tensor([1.0, 3.0]), "expected non-negative singular_values in descending order"),
+])
+def test_energy_rank_refuses_what_is_not_a_spectrum(values, message):
+    with pytest.raises(ValueError, match=re.escape(f"energy_rank: {message}")):
+        energy_rank(values, 0.9)

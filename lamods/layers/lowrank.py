@@ -119,8 +119,20 @@ def energy_rank(singular_values: Tensor, energy: float) -> int:
         >>> energy_rank(torch.tensor([3.0, 0.0]), 1.0)
         1
     """
-    energy = check_energy("energy_rank", energy)
-    power = singular_values.detach().to(torch.float64).square().cumsum(0)
+    name = "energy_rank"
+    energy = check_energy(name, energy)
+    if not isinstance(singular_values, Tensor) or singular_values.dim() != 1 \
+            or singular_values.numel() == 0 or not singular_values.is_floating_point():
+        got = (f"shape {tuple(singular_values.shape)}, dtype {singular_values.dtype}"
+               if isinstance(singular_values, Tensor) else type(singular_values).__name__)
+        raise ValueError(f"{name}: expected singular_values as a non-empty 1-D floating "
+                         f"tensor, got {got}")
+    s = singular_values.detach().to(torch.float64)
+    check_finite(name, s, "singular_values")
+    if bool((s < 0).any()) or bool((s[1:] > s[:-1]).any()):
+        raise ValueError(f"{name}: expected non-negative singular_values in descending order, "
+                         f"got {singular_values.tolist()[:8]}")
+    power = s.square().cumsum(0)
     total = power[-1]
     if total <= 0:
         return 1

@@ -74,7 +74,8 @@ def johnson_lindenstrauss_min_dim(n_samples: int, eps: float = 0.1) -> int:
     Projecting ``n_samples`` points to this many dimensions with any projection
     here keeps every squared pairwise distance within :math:`1 \pm \varepsilon`
     with high probability. scikit-learn's function of the same name truncates
-    instead of rounding up, so it can return one less.
+    instead of rounding up, so it can return one less, and returns 0 for one sample,
+    where this returns 1.
 
     Args:
         n_samples: number of points, a positive int.
@@ -90,8 +91,9 @@ def johnson_lindenstrauss_min_dim(n_samples: int, eps: float = 0.1) -> int:
     check_positive_int("johnson_lindenstrauss_min_dim", "n_samples", n_samples)
     if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < 1:
         raise ValueError(f"johnson_lindenstrauss_min_dim: expected eps in (0, 1), got {eps!r}")
-    # k >= 4 ln n / (eps^2/2 - eps^3/3)
-    return math.ceil(4 * math.log(n_samples) / (eps**2 / 2 - eps**3 / 3))
+    # k >= 4 ln n / (eps^2/2 - eps^3/3); at least 1 (one point has no distances to keep,
+    # and a zero-width projection is no layer)
+    return max(1, math.ceil(4 * math.log(n_samples) / (eps**2 / 2 - eps**3 / 3)))
 
 
 def pairwise_distance_distortion(
