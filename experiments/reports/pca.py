@@ -20,7 +20,6 @@ for each ``k`` other than the model's own leaves its run directory in ``<run dir
 
 from __future__ import annotations
 
-import copy
 import csv
 import logging
 import math
@@ -31,11 +30,12 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 from torch import Tensor
 
 from experiments.fitted import split_data
 from experiments.plots import plot_sweep, plt, save_figure
+from experiments.sweep import train_variant
 from lamods.decomp import PCA
 
 log = logging.getLogger(__name__)
@@ -125,21 +125,6 @@ def _plot_reconstructions(x: Tensor, recs: Mapping[int, Tensor], side: int, out:
     save_figure(fig, out)
 
 
-def _train_with_k(cfg: DictConfig, k: int, output_dir: Path) -> dict[str, Any]:
-    """Run the same experiment with ``model.n_components=k`` in ``output_dir`` (no report)."""
-    from experiments.train import train
-
-    sub = copy.deepcopy(cfg)
-    with open_dict(sub):
-        sub.model.n_components = k
-        sub.name = f"{cfg.name} k={k}"
-        sub.paths.output_dir = str(output_dir)
-        sub.report = None
-        sub.ckpt_path = None
-        sub.checkpoint.save_last = False
-    return train(sub)
-
-
 def pca_report(
     *,
     cfg: DictConfig,
@@ -205,7 +190,8 @@ def pca_report(
         own = int(cfg.model.n_components)
         for k in ks:
             acc = metrics.get("test/acc") if k == own else \
-                _train_with_k(cfg, k, output_dir / f"k={k}").get("test/acc")
+                train_variant(cfg, output_dir / f"k={k}", f"k={k}",
+                              **{"model.n_components": k}).get("test/acc")
             out[f"test/acc@k={k}"] = acc
         if cfg.get("plots", True):
             plot_sweep({"test accuracy": [(k, out[f"test/acc@k={k}"]) for k in ks],

@@ -26,6 +26,7 @@ clusters, and our spectral embedding on its first two principal components by cl
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -43,6 +44,11 @@ from experiments.plots import plt, save_figure
 from lamods.classic import KMeans, SpectralClustering
 from lamods.decomp import PCA
 
+log = logging.getLogger(__name__)
+
+#: the metrics the run's one-line summary shows
+HEADLINE = ("cluster/ari@kmeans", "cluster/ari@sklearn_kmeans", "cluster/ari@spectral",
+            "cluster/ari@sklearn_spectral")
 METHODS = ("kmeans", "sklearn_kmeans", "spectral", "sklearn_spectral")
 
 
@@ -80,13 +86,11 @@ def _plot(x: torch.Tensor, classes: np.ndarray, labels: Mapping[str, np.ndarray]
     save_figure(fig, out)
 
 
-def clustering_report(
+def clustering_study(
     *,
     cfg: DictConfig,
     datamodule: pl.LightningDataModule,
-    task: pl.LightningModule | None,
     output_dir: str | Path,
-    metrics: Mapping[str, Any],
     n_clusters: int | None = None,
     splits: Sequence[str] = ("train", "val", "test"),
     max_samples: int | None = 5000,
@@ -99,8 +103,8 @@ def clustering_report(
 ) -> dict[str, Any]:
     """Cluster the data with ours and scikit-learn's (see the module docstring).
 
-    ``n_clusters`` defaults to ``data.num_classes``. ``task`` and ``metrics`` are unused
-    (a ``train: false`` experiment). Returns the new metrics.
+    ``n_clusters`` defaults to ``data.num_classes``. Logs each method's fit as it ends.
+    Returns the study's metrics.
     """
     k = int(n_clusters or cfg.data.num_classes)
     x, y = _points(datamodule, list(splits), max_samples, cfg.seed)
@@ -127,6 +131,8 @@ def clustering_report(
         out[f"cluster/ari@{name}"] = float(adjusted_rand_score(classes, labels[name]))
         out[f"cluster/nmi@{name}"] = float(normalized_mutual_info_score(classes, labels[name]))
         out[f"time/fit_s@{name}"] = round(seconds, 4)
+        log.info("clustering: %s on %d points: ARI %.3f, NMI %.3f, %.2f s", name, len(classes),
+                 out[f"cluster/ari@{name}"], out[f"cluster/nmi@{name}"], seconds)
     out["cluster/inertia@kmeans"] = float(models["kmeans"].inertia_)
     out["cluster/inertia@sklearn_kmeans"] = float(models["sklearn_kmeans"].inertia_)
 
