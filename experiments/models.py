@@ -70,6 +70,7 @@ def kernel_classifier_net(
 
     Examples::
 
+        >>> import torch
         >>> net = kernel_classifier_net("rff", 64, 128, 10, seed=0)
         >>> net(torch.rand(2, 64)).shape
         torch.Size([2, 10])

@@ -27,10 +27,9 @@ from omegaconf import DictConfig
 
 import experiments  # noqa: F401  (registers the config schemas and resolvers)
 from experiments.schema import ConfigError, validate
+from experiments.summary import ERROR_FILE
 
 log = logging.getLogger(__name__)
-#: the file a failed sweep job leaves in its directory
-ERROR_FILE = "error.txt"
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
