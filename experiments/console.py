@@ -38,6 +38,8 @@ def quiet_console() -> None:
     """Install the warning filters and the advert filter (idempotent)."""
     for pattern in QUIET_WARNINGS:
         warnings.filterwarnings("ignore", message=pattern)
+    # alembic (imported by Optuna) logs every plugin it sets up at INFO
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     for name in ("pytorch_lightning", "pytorch_lightning.utilities.rank_zero",
                  "lightning.pytorch", "lightning.pytorch.utilities.rank_zero",
                  "lightning_fabric", "lightning_fabric.utilities.rank_zero"):
