@@ -171,9 +171,10 @@ def _plot_acc_vs_params(dense: Mapping[str, Any], rows: Sequence[Mapping[str, An
         if any(p[2] is not None for p in pts):
             ys = [p[2] for p in pts]
             ax.plot(xs, ys, marker + "-", color="tab:blue", label=f"+ fine-tuned ({kind})")
-            for x, y, (*_, name) in zip(xs, ys, pts):
+            for j, (x, y, (*_, name)) in enumerate(zip(xs, ys, pts)):
+                # alternate above and below: neighbouring settings' labels do not overlap
                 ax.annotate(name.partition("=")[2], (x, y), textcoords="offset points",
-                            xytext=(0, 6), ha="center", fontsize=7)
+                            xytext=(0, 7 if j % 2 == 0 else -11), ha="center", fontsize=7)
     ax.set_xscale("log")
     ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x / 1000:g}k"))

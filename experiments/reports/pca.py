@@ -77,16 +77,25 @@ def write_spectrum(model: PCA, path: Path) -> Path:
 
 def _plot_spectrum(model: PCA, ks: Sequence[int], out: Path, title: str) -> None:
     ratio = model.explained_variance_ratio_.numpy()
-    idx = range(1, len(ratio) + 1)
+    # show the components that carry the variance (99.9 %, and at least the largest k), not
+    # hundreds of ~1e-30 ratios past the data's rank (MNIST: 784 components)
+    shown = max(int(np.searchsorted(ratio.cumsum(), 0.999)) + 1, max(ks, default=1))
+    ratio = ratio[:min(shown, len(ratio))]
+    idx = np.arange(1, len(ratio) + 1)
     fig, ax = plt.subplots(figsize=(6, 3.8))
-    ax.bar(idx, ratio, width=1.0, color="tab:blue", alpha=0.6, label="per component")
+    if len(ratio) <= 80:
+        ax.bar(idx, ratio, width=1.0, color="tab:blue", alpha=0.6, label="per component")
+    else:
+        ax.plot(idx, ratio, color="tab:blue", label="per component")
+    ax.set_xlim(0.5, len(ratio) + 0.5)
     ax.set_xlabel("component")
     ax.set_ylabel("explained variance ratio")
     ax.set_yscale("log")
     # components past the rank have ratio ~1e-30: keep the axis on the informative part
     ax.set_ylim(bottom=max(ratio[ratio > 0].min(), ratio.max() * 1e-8) / 2)
     cum = ax.twinx()
-    cum.plot(idx, ratio.cumsum(), color="tab:red", label="cumulative")
+    cum.plot(idx, model.explained_variance_ratio_.numpy().cumsum()[:len(ratio)], color="tab:red",
+             label="cumulative")
     cum.set_ylim(0, 1.02)
     cum.set_ylabel("cumulative", color="tab:red")
     for k in ks:
