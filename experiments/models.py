@@ -1,10 +1,16 @@
-"""Plain-torch networks that lamods modules are compared against in experiments."""
+"""The experiments' networks: plain-torch references, and a head on kernel features.
+
+``configs/model/*.yaml`` build them by ``_target_`` (a saved task rebuilds them from its
+checkpoint the same way, :data:`experiments.tasks.base.SAFE_TARGETS`)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 from torch import nn
+
+from experiments.resolvers import mlp_sizes
+from lamods.layers import NystromFeatures, RandomFourierFeatures
 
 #: hidden activations by name, the same names ``lamods.ManualMLP`` takes
 ACTIVATION_MODULES: dict[str, type[nn.Module]] = {
@@ -48,3 +54,49 @@ def sequential_mlp(
         if i < len(sizes) - 2 and activation != "identity":
             modules.append(ACTIVATION_MODULES[activation]())
     return nn.Sequential(*modules)
+
+
+#: feature maps of :func:`kernel_classifier_net`
+METHODS = ("rff", "nystrom", "deep", "linear")
+
+
+def kernel_classifier_net(
+    method: str, in_features: int, n_features: int, num_classes: int, *,
+    lengthscale: float = 1.0, hidden: int | Sequence[int] = (), activation: str = "relu",
+    deep_sizes: Sequence[int] = (), deep_lengthscale: float = 1.0, seed: int | None = None,
+) -> nn.Sequential:
+    """``nn.Sequential(features, head)`` for ``model=kernel_classifier`` (``method`` in
+    :data:`METHODS`; the head is :func:`~experiments.models.sequential_mlp`).
+
+    Examples::
+
+        >>> import torch
+        >>> net = kernel_classifier_net("rff", 64, 128, 10, seed=0)
+        >>> net(torch.rand(2, 64)).shape
+        torch.Size([2, 10])
+        >>> kernel_classifier_net("linear", 64, 128, 10)[1][0].in_features
+        64
+    """
+    if method == "rff":
+        features: nn.Module = RandomFourierFeatures(in_features, n_features, lengthscale,
+                                                    seed=seed)
+    elif method == "nystrom":
+        features = NystromFeatures(in_features, n_features, "rbf", lengthscale=lengthscale,
+                                   seed=seed)
+    elif method == "deep":
+        sizes = list(deep_sizes)
+        if not sizes or sizes[0] != in_features:
+            raise ValueError(f"kernel_classifier_net: expected deep_sizes starting at "
+                             f"in_features={in_features}, got {sizes}")
+        features = nn.Sequential(
+            sequential_mlp(sizes, activation),
+            RandomFourierFeatures(sizes[-1], n_features, deep_lengthscale,
+                                  learnable_lengthscale=True, seed=seed))
+    elif method == "linear":
+        features = nn.Identity()
+    else:
+        raise ValueError(f"kernel_classifier_net: expected method in {METHODS}, got {method!r}")
+    width = in_features if method == "linear" else n_features
+    head = sequential_mlp(mlp_sizes(width, list(hidden) if not isinstance(hidden, int)
+                                    else hidden, num_classes), activation)
+    return nn.Sequential(features, head)

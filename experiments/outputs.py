@@ -16,7 +16,7 @@ import csv
 import json
 import math
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -85,8 +85,11 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
-def summary_line(name: str, metrics: Mapping[str, Any], output_dir: str | Path) -> str:
-    """One line with the test metrics, size, time and where the run directory is.
+def summary_line(name: str, metrics: Mapping[str, Any], output_dir: str | Path,
+                 keys: Sequence[str] | None = None) -> str:
+    """One line with the test metrics (or ``keys``), size, time and where the run directory is.
+
+    A run without parameters (a study) shows no parameter count.
 
     Examples::
 
@@ -94,11 +97,13 @@ def summary_line(name: str, metrics: Mapping[str, Any], output_dir: str | Path) 
         ...                       "wall_time_s": 12.3, "device": "cpu"}, "outputs/x")
         'demo: test/acc=0.9700 test/loss=0.1000 | 8,970 params | 12.3 s on cpu | outputs/x'
     """
-    tests = " ".join(
-        f"{k}={format_value(v)}" for k, v in metrics.items() if k.startswith("test/")
-    )
+    shown = [k for k in keys if k in metrics] if keys else \
+        [k for k in metrics if k.startswith("test/")]
+    figures = " ".join(f"{k}={format_value(metrics[k])}" for k in shown)
+    params = "" if metrics.get("n_params") is None else \
+        f" | {format_value(metrics.get('n_params'))} params"
     return (
-        f"{name}: {tests or 'no test metrics'} | {format_value(metrics.get('n_params'))} params"
+        f"{name}: {figures or 'no test metrics'}{params}"
         f" | {metrics.get('wall_time_s', float('nan')):.1f} s on {metrics.get('device')}"
         f" | {output_dir}"
     )

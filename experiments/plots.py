@@ -43,8 +43,13 @@ def plot_curves(metrics_csv: str | Path, out_png: str | Path, title: str = "") -
     last_epoch = max((e for key, pts in series.items() if not key.startswith("test/")
                       for e, _ in pts), default=0)
     names = sorted(by_metric)
-    fig, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.5), squeeze=False)
-    for ax, metric in zip(axes[0], names):
+    # at most three panels a row: six metrics make a 3 x 2 grid, not one 2700-pixel strip
+    ncols = min(3, len(names))
+    nrows = math.ceil(len(names) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.5 * ncols, 3.3 * nrows), squeeze=False)
+    for ax in axes.flat[len(names):]:
+        ax.set_visible(False)
+    for ax, metric in zip(axes.flat, names):
         for stage, points in sorted(by_metric[metric].items()):
             epochs = [e for e, _ in points]
             values = [v for _, v in points]
@@ -71,15 +76,16 @@ def plot_sweep(
     """Plot metrics against a swept value (e.g. test accuracy against the number of components).
 
     ``series`` maps a label to its ``(x, y)`` points; every label is one line with markers
-    (the first one's values written beside them), on a base-2 log x axis if ``logx``.
+    (a single series has its values written beside the points; several would overlap), on
+    a base-2 log x axis if ``logx``.
     """
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     ticks: set[float] = set()
-    for i, (label, points) in enumerate(series.items()):
+    for label, points in series.items():
         xs, ys = zip(*sorted(points)) if points else ((), ())
         ticks.update(xs)
         ax.plot(xs, ys, "o-", label=label)
-        if i == 0:  # the first series' values, written beside its points
+        if len(series) == 1:  # values beside the points (several series would overlap)
             for x, y in zip(xs, ys):
                 ax.annotate(f"{y:.3g}", (x, y), textcoords="offset points", xytext=(0, 6),
                             ha="center", fontsize=8)

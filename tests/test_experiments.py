@@ -115,7 +115,8 @@ def test_model_sizes_follow_data_and_hidden(tmp_path):
 
 @pytest.mark.parametrize("module", [
     "experiments.resolvers", "experiments.models", "experiments.outputs",
-    "experiments.data", "experiments.tasks.classification",
+    "experiments.data.base", "experiments.data.digits", "experiments.tasks.classification",
+    "experiments.tasks.base", "experiments.models",
 ])
 def test_docstring_examples(module):
     """``experiments/`` is outside pytest's doctest paths; its examples run here."""
@@ -297,7 +298,7 @@ def test_cli_unknown_key_fails_before_training(tmp_path):
     result = cli("model.hiden=3", f"hydra.run.dir={tmp_path}")
     assert result.returncode != 0
     assert "Could not override 'model.hiden'" in result.stderr
-    assert "Key 'hiden' is not in struct" in result.stderr
+    assert "Key 'hiden' not in 'ManualMLPModel'" in result.stderr
     assert not (tmp_path / "metrics.json").exists()
 
 

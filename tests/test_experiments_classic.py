@@ -1,6 +1,6 @@
 """Issue 9's experiments: ``clustering_digits`` (k-means and spectral clustering against
 scikit-learn's) and ``linreg`` (normal equation, gradient descent and scikit-learn on the
-diabetes data), both ``train: false`` runs whose work is all in their report.
+diabetes data), both studies (configs/study/): their work is all analysis, nothing is trained.
 
 Runs are in-process through :func:`experiments.run.run` on small settings, everything on the
 CPU, run directories in ``tmp_path``.
@@ -28,27 +28,31 @@ LINREG_METHODS = ("normal_eq", "gd", "sklearn", "ridge", "sklearn_ridge")
 
 
 def check_report_only_run(out: Path, metrics: dict, name: str, plot: str) -> None:
-    """A ``train: false`` run directory: config, metrics and the report's plot, no training."""
+    """A study's run directory: config, metrics and the study's plot, no training."""
     assert json.loads((out / "metrics.json").read_text()) == metrics
-    assert metrics["name"] == name and metrics["device"] == "cpu" and metrics["n_params"] == 0
+    assert metrics["name"] == name and metrics["device"] == "cpu" and "n_params" not in metrics
     assert metrics["wall_time_s"] > 0
     assert "${" not in OmegaConf.to_yaml(OmegaConf.load(out / "config.yaml"))
     assert (out / "plots" / plot).stat().st_size > 1000
     assert not (out / "checkpoints").exists() and not (out / "csv").exists()
 
 
-@pytest.mark.parametrize("module", ["experiments.reports.clustering",
-                                    "experiments.reports.linreg", "experiments.data"])
+@pytest.mark.parametrize("module", ["experiments.studies.clustering",
+                                    "experiments.studies.linreg", "experiments.data.diabetes"])
 def test_docstring_examples(module):
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
     assert result.failed == 0
 
 
 # --------------------------------------------------------------------------- clustering
-def test_clustering_digits_end_to_end(tmp_path):
-    cfg = make_cfg(["+exp=clustering_digits", "report.n_init=3"], tmp_path)
-    assert cfg.train is False and cfg.data._target_.endswith("DigitsDataModule")
+def test_clustering_digits_end_to_end(tmp_path, capsys):
+    cfg = make_cfg(["+exp=clustering_digits", "study.n_init=3"], tmp_path)
+    assert cfg.study._target_ == "experiments.studies.clustering_study"
+    assert cfg.data._target_.endswith("DigitsDataModule") and "report" not in cfg
     metrics = run(cfg)
+    # the one-line summary shows the study's main figures, not "no test metrics | 0 params"
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith("clustering_digits: cluster/ari@kmeans=") and "params" not in line
     check_report_only_run(tmp_path, metrics, "clustering_digits", "clusters.png")
     assert metrics["cluster/n_samples"] == 1797 and metrics["cluster/n_clusters"] == 10
     for method in CLUSTER_METHODS:
@@ -63,8 +67,8 @@ def test_clustering_digits_end_to_end(tmp_path):
 
 
 def test_clustering_rbf_subset_without_plots(tmp_path):
-    cfg = make_cfg(["+exp=clustering_digits", "report.max_samples=300", "report.n_init=2",
-                    "report.affinity=rbf", "report.gamma=0.1", "report.n_clusters=4",
+    cfg = make_cfg(["+exp=clustering_digits", "study.max_samples=300", "study.n_init=2",
+                    "study.affinity=rbf", "study.gamma=0.1", "study.n_clusters=4",
                     "plots=false", "seed=1"], tmp_path)
     metrics = run(cfg)
     assert metrics["cluster/n_samples"] == 300 and metrics["cluster/n_clusters"] == 4
@@ -72,17 +76,11 @@ def test_clustering_rbf_subset_without_plots(tmp_path):
     assert not (tmp_path / "plots").exists()
 
 
-def test_train_false_needs_a_report(tmp_path):
-    cfg = make_cfg(["+exp=clustering_digits", "~report"], tmp_path)
-    with pytest.raises(ValueError, match="expected a report .* when train=false"):
-        run(cfg)
-
-
 @needs_mnist
 def test_clustering_mnist_local_subset(tmp_path):
     cfg = make_cfg(["+exp=clustering_digits", "data=mnist", f"data.root={SHARED_DATA}",
-                    "data.download=false", "data.limit_train=500", "report.splits=[train]",
-                    "report.n_init=2"], tmp_path)
+                    "data.download=false", "data.limit_train=500", "study.splits=[train]",
+                    "study.n_init=2"], tmp_path)
     metrics = run(cfg)
     check_report_only_run(tmp_path, metrics, "clustering_digits", "clusters.png")
     assert metrics["cluster/n_samples"] == 450  # limit_train minus the validation tenth
@@ -103,8 +101,9 @@ def test_diabetes_data_module():
 
 
 def test_linreg_end_to_end_matches_sklearn(tmp_path):
-    cfg = make_cfg(["+exp=linreg", "report.gd_iters=12000"], tmp_path)
-    assert cfg.train is False and cfg.data._target_.endswith("DiabetesDataModule")
+    cfg = make_cfg(["+exp=linreg", "study.gd_iters=12000"], tmp_path)
+    assert cfg.study._target_ == "experiments.studies.linreg_study"
+    assert cfg.data._target_.endswith("DiabetesDataModule")
     metrics = run(cfg)
     check_report_only_run(tmp_path, metrics, "linreg", "loss_curve.png")
     for method in LINREG_METHODS:
@@ -133,8 +132,8 @@ def test_linreg_end_to_end_matches_sklearn(tmp_path):
 
 
 def test_linreg_short_gd_qr_and_alpha(tmp_path):
-    cfg = make_cfg(["+exp=linreg", "report.gd_iters=20", "report.method=qr",
-                    "report.alpha=0.1", "plots=false"], tmp_path)
+    cfg = make_cfg(["+exp=linreg", "study.gd_iters=20", "study.method=qr",
+                    "study.alpha=0.1", "plots=false"], tmp_path)
     metrics = run(cfg)
     assert metrics["linreg/gd_iters"] == 20
     # 20 steps are far from the optimum; the closed forms are not

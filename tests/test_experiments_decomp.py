@@ -184,7 +184,7 @@ def test_zca_and_plain_mlp_start_from_the_same_weights(tmp_path):
 
 def test_zca_mlp_trains_the_whitening_statistics(tmp_path):
     run(make_cfg(["+exp=zca_mlp", "model=zca_mlp", *TINY], tmp_path))
-    state = torch.load(tmp_path / "checkpoints" / "best.ckpt", weights_only=False)["state_dict"]
+    state = torch.load(tmp_path / "checkpoints" / "best.ckpt", weights_only=True)["state_dict"]
     assert int(state["net.0.num_batches_tracked"]) == 3
     cov = state["net.0.running_cov"]
     assert not torch.allclose(cov, torch.eye(64))  # moved from its initial identity

@@ -42,7 +42,7 @@ ROW_KEYS = {"setting", "rank", "energy", "ranks", "layers_replaced", "layers_kep
 def trained_net(cfg: DictConfig, run_dir: Path) -> nn.Module:
     """The run's network with the weights of its best checkpoint."""
     net = instantiate(cfg.model.net)
-    state = torch.load(run_dir / "checkpoints" / "best.ckpt", weights_only=False)["state_dict"]
+    state = torch.load(run_dir / "checkpoints" / "best.ckpt", weights_only=True)["state_dict"]
     net.load_state_dict({k.removeprefix("net."): v for k, v in state.items()})
     return net
 
@@ -132,7 +132,7 @@ def test_runs_end_to_end_on_digits(tmp_path):
         assert report.as_markdown() in markdown
         # the fine-tuned checkpoint holds the compressed network
         sub = tmp_path / "lowrank" / row["setting"]
-        state = torch.load(sub / "checkpoints" / "best.ckpt", weights_only=False)["state_dict"]
+        state = torch.load(sub / "checkpoints" / "best.ckpt", weights_only=True)["state_dict"]
         assert sum(v.numel() for k, v in state.items() if k.startswith("net.")) == \
             row["model_params"]
         assert (sub / "csv" / "metrics.csv").is_file()

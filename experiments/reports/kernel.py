@@ -19,7 +19,6 @@ The main run (``cfg.model``) counts as whichever of these it is. Metrics:
 
 from __future__ import annotations
 
-import copy
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -28,59 +27,16 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from omegaconf import DictConfig, open_dict
-from torch import Tensor, nn
+from omegaconf import DictConfig
+from torch import Tensor
 
 from experiments.fitted import split_data
-from experiments.models import sequential_mlp
+from experiments.models import METHODS as METHODS
 from experiments.plots import plot_sweep
-from experiments.resolvers import mlp_sizes
-from lamods.layers import KernelRidgeHead, NystromFeatures, RandomFourierFeatures
-
-METHODS = ("rff", "nystrom", "deep", "linear")
+from experiments.sweep import train_variant
+from lamods.layers import KernelRidgeHead
 
 log = logging.getLogger(__name__)
-
-
-def kernel_classifier_net(
-    method: str, in_features: int, n_features: int, num_classes: int, *,
-    lengthscale: float = 1.0, hidden: int | Sequence[int] = (), activation: str = "relu",
-    deep_sizes: Sequence[int] = (), deep_lengthscale: float = 1.0, seed: int | None = None,
-) -> nn.Sequential:
-    """``nn.Sequential(features, head)`` for ``model=kernel_classifier`` (``method`` in
-    :data:`METHODS`; the head is :func:`~experiments.models.sequential_mlp`).
-
-    Examples::
-
-        >>> net = kernel_classifier_net("rff", 64, 128, 10, seed=0)
-        >>> net(torch.rand(2, 64)).shape
-        torch.Size([2, 10])
-        >>> kernel_classifier_net("linear", 64, 128, 10)[1][0].in_features
-        64
-    """
-    if method == "rff":
-        features: nn.Module = RandomFourierFeatures(in_features, n_features, lengthscale,
-                                                    seed=seed)
-    elif method == "nystrom":
-        features = NystromFeatures(in_features, n_features, "rbf", lengthscale=lengthscale,
-                                   seed=seed)
-    elif method == "deep":
-        sizes = list(deep_sizes)
-        if not sizes or sizes[0] != in_features:
-            raise ValueError(f"kernel_classifier_net: expected deep_sizes starting at "
-                             f"in_features={in_features}, got {sizes}")
-        features = nn.Sequential(
-            sequential_mlp(sizes, activation),
-            RandomFourierFeatures(sizes[-1], n_features, deep_lengthscale,
-                                  learnable_lengthscale=True, seed=seed))
-    elif method == "linear":
-        features = nn.Identity()
-    else:
-        raise ValueError(f"kernel_classifier_net: expected method in {METHODS}, got {method!r}")
-    width = in_features if method == "linear" else n_features
-    head = sequential_mlp(mlp_sizes(width, list(hidden) if not isinstance(hidden, int)
-                                    else hidden, num_classes), activation)
-    return nn.Sequential(features, head)
 
 
 def median_distance(x: Tensor, n: int = 2000, seed: int = 0) -> float:
@@ -109,29 +65,11 @@ def kernel_ridge_accuracy(x_train: Tensor, y_train: Tensor, x_test: Tensor, y_te
     return float((pred == y_test.long()).double().mean())
 
 
-def _train_with(cfg: DictConfig, method: str, n_features: int, lengthscale: float,
-                output_dir: Path) -> dict[str, Any]:
-    """Run the same experiment with another ``model.method`` and ``model.n_features``."""
-    from experiments.train import train
-
-    sub = copy.deepcopy(cfg)
-    with open_dict(sub):
-        sub.model.method = method
-        sub.model.n_features = n_features
-        sub.model.lengthscale = lengthscale
-        sub.name = f"{cfg.name} {method} D={n_features}"
-        sub.paths.output_dir = str(output_dir)
-        sub.report = None
-        sub.ckpt_path = None
-        sub.checkpoint.save_last = False
-    return train(sub)
-
-
 def kernel_report(
     *,
     cfg: DictConfig,
     datamodule: pl.LightningDataModule,
-    task: pl.LightningModule | None,
+    task: pl.LightningModule,
     output_dir: str | Path,
     metrics: Mapping[str, Any],
     methods: Sequence[str] = ("rff", "nystrom"),
@@ -178,7 +116,9 @@ def kernel_report(
         same_ls = method in ("linear", "deep") or float(cfg.model.lengthscale) == ls
         if method == own_method and (method == "linear" or d == own_d) and same_ls:
             return metrics.get("test/acc")
-        return _train_with(cfg, method, d, ls, path).get("test/acc")
+        return train_variant(cfg, path, f"{method} D={d}", **{
+            "model.method": method, "model.n_features": d, "model.lengthscale": ls,
+        }).get("test/acc")
 
     runs = []
     for m in methods:

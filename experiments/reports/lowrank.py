@@ -34,23 +34,20 @@ control's in ``lowrank/dense/``).
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-import torch
-from hydra.utils import instantiate
+from hydra.utils import get_class
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
-from omegaconf import DictConfig, OmegaConf, open_dict
-from pytorch_lightning.callbacks import ModelCheckpoint
-from pytorch_lightning.loggers import CSVLogger
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from experiments.plots import plt, save_figure
+from experiments.train import best_checkpoint_callback, make_trainer, quiet_lightning
 from lamods import compress
 from lamods.layers.surgery import CompressionReport
 
@@ -107,50 +104,6 @@ def setting_row(name: str, report: CompressionReport, dense_acc: float | None,
     }
 
 
-def _trained_net(task: pl.LightningModule) -> nn.Module:
-    """A copy of ``task.net`` with the best checkpoint's weights when there is one.
-
-    In process, ``trainer.test(ckpt_path="best")`` has already loaded them into ``task``;
-    after a spawned DDP fit (Note [spawned fit] in :mod:`experiments.train`) only the
-    checkpoint holds them.
-    """
-    trainer = getattr(task, "_trainer", None)
-    callback = getattr(trainer, "checkpoint_callback", None) if trainer is not None else None
-    best = getattr(callback, "best_model_path", "") or ""
-    net = copy.deepcopy(task.net).cpu()
-    if best and Path(best).is_file():
-        state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
-        net.load_state_dict({k[len("net."):]: v for k, v in state.items() if k.startswith("net.")})
-    return net
-
-
-def _trainer(cfg: DictConfig, output_dir: Path, callbacks: list, *, log: bool,
-             **overrides: Any) -> pl.Trainer:
-    """``cfg.trainer`` on one device (the fine-tunes are small), in ``output_dir``."""
-    tcfg = copy.deepcopy(cfg.trainer)
-    with open_dict(tcfg):
-        tcfg.pop("strategy", None)
-        tcfg.devices = 1
-        tcfg.enable_model_summary = False
-        tcfg.default_root_dir = str(output_dir)
-        for key, value in overrides.items():
-            tcfg[key] = value
-    logger = CSVLogger(save_dir=output_dir, name="csv", version="") if log else False
-    return instantiate(tcfg, logger=logger, callbacks=callbacks)
-
-
-@contextlib.contextmanager
-def _quiet_lightning() -> Iterator[None]:
-    """Hide Lightning's per-trainer INFO lines (devices found, checkpoint restored)."""
-    logger = logging.getLogger("pytorch_lightning")
-    level = logger.level
-    logger.setLevel(max(level, logging.WARNING))
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
 def _test_acc(trainer: pl.Trainer, task: pl.LightningModule, datamodule: pl.LightningDataModule,
               ckpt_path: str | None = None) -> float:
     results = trainer.test(task, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
@@ -164,24 +117,34 @@ def evaluate_and_finetune(
     """Test accuracy of ``net`` as it is, then after ``epochs`` epochs of fine-tuning.
 
     The fine-tune uses the experiment's task, optimizer (``lr`` if given) and scheduler, and
-    its trainer settings with ``max_epochs=epochs`` on one device; the best validation
-    checkpoint is tested. It writes its CSV log and checkpoint under ``output_dir``.
+    its trainer (:func:`experiments.train.make_trainer`: best-checkpoint callback and loggers
+    of the config) with ``max_epochs=epochs`` on one device; the best validation checkpoint
+    is tested. It writes its CSV log and checkpoint under ``output_dir``.
     ``epochs=0`` skips it, ``pretest=False`` the first test (``None`` for either).
     """
-    optimizer = instantiate(cfg.optimizer, **({} if lr is None else {"lr": lr}))
-    scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
-    task = instantiate(cfg.task, net=net, optimizer=optimizer, scheduler=scheduler)
+    optimizer = OmegaConf.to_container(cfg.optimizer, resolve=True)
+    assert isinstance(optimizer, dict)
+    if lr is not None:
+        optimizer["lr"] = lr
+    scheduler = OmegaConf.to_container(cfg.scheduler, resolve=True) if cfg.get("scheduler") \
+        else None
+    options = OmegaConf.to_container(cfg.task, resolve=True)
+    assert isinstance(options, dict)
+    task = get_class(options.pop("_target_"))(net=net, optimizer=optimizer, scheduler=scheduler,
+                                               **options)
     acc = None
+    one_device = {"devices": 1, "strategy": "auto"}  # the fine-tunes are small
     if pretest:
-        acc = _test_acc(_trainer(cfg, output_dir, [], log=False, enable_checkpointing=False),
-                        task, datamodule)
+        tester = make_trainer(cfg, output_dir, task=task, callbacks=(), logger=False, quiet=True,
+                              enable_checkpointing=False, **one_device)
+        acc = _test_acc(tester, task, datamodule)
     if epochs < 1:
         return acc, None
-    checkpoint = ModelCheckpoint(dirpath=output_dir / "checkpoints", filename="best",
-                                 monitor=task.monitor, mode=task.monitor_mode)
-    trainer = _trainer(cfg, output_dir, [checkpoint], log=True, max_epochs=epochs)
+    trainer = make_trainer(cfg, output_dir, task=task, callbacks=("model_checkpoint",),
+                           quiet=True, max_epochs=epochs, **one_device)
     trainer.fit(task, datamodule=datamodule)
-    best = "best" if checkpoint.best_model_path else None
+    checkpoint = best_checkpoint_callback(trainer)
+    best = "best" if checkpoint is not None and checkpoint.best_model_path else None
     return acc, _test_acc(trainer, task, datamodule, ckpt_path=best)
 
 
@@ -208,9 +171,10 @@ def _plot_acc_vs_params(dense: Mapping[str, Any], rows: Sequence[Mapping[str, An
         if any(p[2] is not None for p in pts):
             ys = [p[2] for p in pts]
             ax.plot(xs, ys, marker + "-", color="tab:blue", label=f"+ fine-tuned ({kind})")
-            for x, y, (*_, name) in zip(xs, ys, pts):
+            for j, (x, y, (*_, name)) in enumerate(zip(xs, ys, pts)):
+                # alternate above and below: neighbouring settings' labels do not overlap
                 ax.annotate(name.partition("=")[2], (x, y), textcoords="offset points",
-                            xytext=(0, 6), ha="center", fontsize=7)
+                            xytext=(0, 7 if j % 2 == 0 else -11), ha="center", fontsize=7)
     ax.set_xscale("log")
     ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x / 1000:g}k"))
@@ -305,7 +269,7 @@ def lowrank_report(
                          "report.energies, got neither")
     options = {"include": _plain(include), "exclude": _plain(exclude),
                "min_params_saved": int(min_params_saved)}
-    dense_net = _trained_net(task)
+    dense_net = copy.deepcopy(task.net).cpu()  # the best checkpoint's weights (train())
     n_dense = sum(p.numel() for p in dense_net.parameters())
     testing = bool(cfg.get("test", True))
     dense_acc = metrics.get("test/acc") if testing else None
@@ -313,7 +277,7 @@ def lowrank_report(
     dense = {"params": n_dense, "acc": dense_acc, "acc_finetuned": None}
     if epochs and finetune_dense:
         pl.seed_everything(cfg.seed, workers=True, verbose=False)
-        with _quiet_lightning():
+        with quiet_lightning():
             _, dense["acc_finetuned"] = evaluate_and_finetune(
                 cfg, copy.deepcopy(dense_net), datamodule, output_dir / "lowrank" / "dense",
                 epochs=epochs, lr=finetune_lr, pretest=False)
@@ -330,7 +294,7 @@ def lowrank_report(
         acc = acc_ft = None
         if testing:
             pl.seed_everything(cfg.seed, workers=True, verbose=False)
-            with _quiet_lightning():
+            with quiet_lightning():
                 acc, acc_ft = evaluate_and_finetune(cfg, net, datamodule,
                                                     output_dir / "lowrank" / name,
                                                     epochs=epochs, lr=finetune_lr)

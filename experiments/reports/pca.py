@@ -20,7 +20,6 @@ for each ``k`` other than the model's own leaves its run directory in ``<run dir
 
 from __future__ import annotations
 
-import copy
 import csv
 import logging
 import math
@@ -31,11 +30,12 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 from torch import Tensor
 
 from experiments.fitted import split_data
 from experiments.plots import plot_sweep, plt, save_figure
+from experiments.sweep import train_variant
 from lamods.decomp import PCA
 
 log = logging.getLogger(__name__)
@@ -77,16 +77,25 @@ def write_spectrum(model: PCA, path: Path) -> Path:
 
 def _plot_spectrum(model: PCA, ks: Sequence[int], out: Path, title: str) -> None:
     ratio = model.explained_variance_ratio_.numpy()
-    idx = range(1, len(ratio) + 1)
+    # show the components that carry the variance (99.9 %, and at least the largest k), not
+    # hundreds of ~1e-30 ratios past the data's rank (MNIST: 784 components)
+    shown = max(int(np.searchsorted(ratio.cumsum(), 0.999)) + 1, max(ks, default=1))
+    ratio = ratio[:min(shown, len(ratio))]
+    idx = np.arange(1, len(ratio) + 1)
     fig, ax = plt.subplots(figsize=(6, 3.8))
-    ax.bar(idx, ratio, width=1.0, color="tab:blue", alpha=0.6, label="per component")
+    if len(ratio) <= 80:
+        ax.bar(idx, ratio, width=1.0, color="tab:blue", alpha=0.6, label="per component")
+    else:
+        ax.plot(idx, ratio, color="tab:blue", label="per component")
+    ax.set_xlim(0.5, len(ratio) + 0.5)
     ax.set_xlabel("component")
     ax.set_ylabel("explained variance ratio")
     ax.set_yscale("log")
     # components past the rank have ratio ~1e-30: keep the axis on the informative part
     ax.set_ylim(bottom=max(ratio[ratio > 0].min(), ratio.max() * 1e-8) / 2)
     cum = ax.twinx()
-    cum.plot(idx, ratio.cumsum(), color="tab:red", label="cumulative")
+    cum.plot(idx, model.explained_variance_ratio_.numpy().cumsum()[:len(ratio)], color="tab:red",
+             label="cumulative")
     cum.set_ylim(0, 1.02)
     cum.set_ylabel("cumulative", color="tab:red")
     for k in ks:
@@ -123,21 +132,6 @@ def _plot_reconstructions(x: Tensor, recs: Mapping[int, Tensor], side: int, out:
         row[0].set_ylabel(label, rotation=0, ha="right", va="center")
     fig.suptitle(title)
     save_figure(fig, out)
-
-
-def _train_with_k(cfg: DictConfig, k: int, output_dir: Path) -> dict[str, Any]:
-    """Run the same experiment with ``model.n_components=k`` in ``output_dir`` (no report)."""
-    from experiments.train import train
-
-    sub = copy.deepcopy(cfg)
-    with open_dict(sub):
-        sub.model.n_components = k
-        sub.name = f"{cfg.name} k={k}"
-        sub.paths.output_dir = str(output_dir)
-        sub.report = None
-        sub.ckpt_path = None
-        sub.checkpoint.save_last = False
-    return train(sub)
 
 
 def pca_report(
@@ -205,7 +199,8 @@ def pca_report(
         own = int(cfg.model.n_components)
         for k in ks:
             acc = metrics.get("test/acc") if k == own else \
-                _train_with_k(cfg, k, output_dir / f"k={k}").get("test/acc")
+                train_variant(cfg, output_dir / f"k={k}", f"k={k}",
+                              **{"model.n_components": k}).get("test/acc")
             out[f"test/acc@k={k}"] = acc
         if cfg.get("plots", True):
             plot_sweep({"test accuracy": [(k, out[f"test/acc@k={k}"]) for k in ks],

@@ -34,7 +34,6 @@ leaves its run directory in ``<run dir>/M/k=K/``.
 
 from __future__ import annotations
 
-import copy
 import csv
 import math
 from collections.abc import Mapping, Sequence
@@ -45,11 +44,12 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from hydra.utils import get_class
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 from scipy.stats import chi2
 
 from experiments.fitted import split_data
 from experiments.plots import plot_sweep, plt, save_figure
+from experiments.sweep import train_variant
 from lamods import johnson_lindenstrauss_min_dim
 from lamods.layers import pairwise_sq_distances
 
@@ -158,22 +158,6 @@ def _write_csv(stats: Mapping[tuple[str, int], Mapping[str, float]], n_pairs: in
     return path
 
 
-def _train_with(cfg: DictConfig, method: str, k: int, output_dir: Path) -> dict[str, Any]:
-    """Run the same experiment with ``model.method``, ``model.out_features`` (no report)."""
-    from experiments.train import train
-
-    sub = copy.deepcopy(cfg)
-    with open_dict(sub):
-        sub.model.method = method
-        sub.model.out_features = k
-        sub.name = f"{cfg.name} {method} k={k}"
-        sub.paths.output_dir = str(output_dir)
-        sub.report = None
-        sub.ckpt_path = None
-        sub.checkpoint.save_last = False
-    return train(sub)
-
-
 def randproj_report(
     *,
     cfg: DictConfig,
@@ -245,8 +229,9 @@ def randproj_report(
         own = (cfg.model.method, int(cfg.model.out_features))
         for method in methods:
             for k in ks:
-                acc = metrics.get("test/acc") if (method, k) == own else _train_with(
-                    cfg, method, k, output_dir / method / f"k={k}").get("test/acc")
+                acc = metrics.get("test/acc") if (method, k) == own else train_variant(
+                    cfg, output_dir / method / f"k={k}", f"{method} k={k}",
+                    **{"model.method": method, "model.out_features": k}).get("test/acc")
                 out[f"test/acc@{method},k={k}"] = acc
         if cfg.get("plots", True):
             plot_sweep({m: [(k, out[f"test/acc@{m},k={k}"]) for k in ks] for m in methods},

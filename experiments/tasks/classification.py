@@ -7,6 +7,9 @@ accuracy :math:`\frac1N \sum_n 1[\arg\max_c z_{nc} = y_n]`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
@@ -22,9 +25,9 @@ class ClassificationTask(Task):
     highest ``val/acc``.
 
     Args:
-        net: the classifier.
-        optimizer: ``params -> Optimizer`` (a ``_partial_`` config).
-        scheduler: ``optimizer -> LRScheduler`` or ``None``.
+        net: the classifier, or its config (see :class:`~experiments.tasks.base.Task`).
+        optimizer: ``params -> Optimizer`` or its config (``_partial_: true``).
+        scheduler: ``optimizer -> LRScheduler`` or its config, or ``None``.
         num_classes: number of classes ``C``.
 
     Examples::
@@ -40,16 +43,16 @@ class ClassificationTask(Task):
 
     def __init__(
         self,
-        net: nn.Module,
-        optimizer: OptimizerFactory,
-        scheduler: SchedulerFactory | None = None,
+        net: nn.Module | Mapping[str, Any],
+        optimizer: OptimizerFactory | Mapping[str, Any] | None = None,
+        scheduler: SchedulerFactory | Mapping[str, Any] | None = None,
         *,
         num_classes: int,
     ) -> None:
         super().__init__(net, optimizer, scheduler)
         if num_classes < 2:
             raise ValueError(f"ClassificationTask: expected num_classes >= 2, got {num_classes}")
-        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"], logger=False)
+        self.save_task_hyperparameters(num_classes=num_classes)
         self.num_classes = num_classes
         # one metric object per stage, so their states never mix ("train" is taken by
         # nn.Module.train, hence the suffix)

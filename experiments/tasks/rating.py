@@ -19,7 +19,9 @@ precision@k, recall@k and NDCG@k (:func:`lamods.recsys.ranking_metrics`, a test 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -68,9 +70,9 @@ class RatingTask(Task):
 
     def __init__(
         self,
-        net: MatrixFactorization,
-        optimizer: OptimizerFactory,
-        scheduler: SchedulerFactory | None = None,
+        net: MatrixFactorization | Mapping[str, Any],
+        optimizer: OptimizerFactory | Mapping[str, Any] | None = None,
+        scheduler: SchedulerFactory | Mapping[str, Any] | None = None,
         *,
         reg: float = 0.05,
         reg_bias: float | None = None,
@@ -79,14 +81,15 @@ class RatingTask(Task):
         n_recommend: int = 5,
     ) -> None:
         super().__init__(net, optimizer, scheduler)
-        if not isinstance(net, MatrixFactorization):
+        if not isinstance(self.net, MatrixFactorization):
             raise TypeError(f"RatingTask: expected net to be a lamods.recsys.MatrixFactorization, "
-                            f"got {type(net).__name__}")
+                            f"got {type(self.net).__name__}")
         if reg < 0 or (reg_bias is not None and reg_bias < 0) or k < 1 or n_recommend < 0:
             raise ValueError(f"RatingTask: expected reg, reg_bias >= 0, k >= 1, n_recommend >= 0, "
                              f"got reg={reg}, reg_bias={reg_bias}, k={k}, "
                              f"n_recommend={n_recommend}")
-        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"], logger=False)
+        self.save_task_hyperparameters(reg=reg, reg_bias=reg_bias, k=k, threshold=threshold,
+                                       n_recommend=n_recommend)
         self.reg, self.reg_bias = float(reg), reg_bias
         self.k, self.threshold, self.n_recommend = int(k), float(threshold), int(n_recommend)
         # one metric object per stage so their states never mix (names avoid nn.Module.train)
@@ -97,6 +100,13 @@ class RatingTask(Task):
 
     def forward(self, user_ids: Tensor, item_ids: Tensor) -> Tensor:
         return self.net(user_ids, item_ids)
+
+    def _attached_datamodule(self) -> Any:
+        """The trainer's data module, or ``None`` when the task is not attached to one."""
+        try:
+            return self.trainer.datamodule
+        except RuntimeError:
+            return None
 
     def _data(self, split: str) -> Ratings:
         datamodule = self.trainer.datamodule
@@ -159,11 +169,11 @@ class RatingTask(Task):
         users = torch.arange(n_users, device=device)
         items, _ = self.net.recommend(users, min(self.k, self.net.n_items))
         predicted = self.net.predict(users.unsqueeze(1).expand_as(items), items)
-        data = getattr(self.trainer.datamodule, "data", None) if self._trainer else None
+        datamodule = self._attached_datamodule()
+        data = getattr(datamodule, "data", None)
         user_ids = getattr(data, "user_ids", None)
         item_ids = getattr(data, "item_ids", None)
-        titles_of = getattr(self.trainer.datamodule, "item_titles", None) if self._trainer \
-            else None
+        titles_of = getattr(datamodule, "item_titles", None)
         titles = titles_of() if titles_of else {}
         held = {}
         if test is not None:

@@ -13,6 +13,7 @@
 """
 
 from lamods.recsys.als import fit_als, fit_gibbs, ridge_rows
+from lamods.recsys.items import read_item_titles as read_item_titles
 from lamods.recsys.metrics import (
     evaluate,
     mae,

@@ -24,8 +24,9 @@ gradient descent ``linreg/train_loss@gd`` (:math:`J` at the end) against the opt
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,11 @@ from experiments.fitted import split_data
 from experiments.plots import plt, save_figure
 from lamods.classic import LinearRegression, RidgeRegression
 
+log = logging.getLogger(__name__)
+
+#: the metrics the run's one-line summary shows
+HEADLINE = ("test/r2@normal_eq", "test/r2@gd", "test/r2@sklearn", "test/r2@ridge",
+            "linreg/max_coef_diff@normal_eq")
 METHODS = ("normal_eq", "gd", "sklearn", "ridge", "sklearn_ridge")
 #: the scikit-learn model each of ours is compared with
 REFERENCE = {"normal_eq": "sklearn", "gd": "sklearn", "ridge": "sklearn_ridge"}
@@ -78,13 +84,11 @@ def _plot_loss(curve: np.ndarray, optimum: float, out: Path, title: str) -> None
     save_figure(fig, out)
 
 
-def linreg_report(
+def linreg_study(
     *,
     cfg: DictConfig,
     datamodule: pl.LightningDataModule,
-    task: pl.LightningModule | None,
     output_dir: str | Path,
-    metrics: Mapping[str, Any],
     method: str = "cholesky",
     gd_iters: int = 10000,
     gd_lr: float | None = None,
@@ -92,8 +96,7 @@ def linreg_report(
 ) -> dict[str, Any]:
     """Fit the linear models and compare them (see the module docstring).
 
-    ``task`` and ``metrics`` are unused (a ``train: false`` experiment). Returns the new
-    metrics.
+    Returns the study's metrics.
     """
     x, y = (t.double() for t in split_data(datamodule, "train"))
     x_test, y_test = (t.double() for t in split_data(datamodule, "test"))
@@ -118,6 +121,8 @@ def linreg_report(
         out[f"test/r2@{name}"] = float(1 - np.sum(err ** 2)
                                        / np.sum((y_test.numpy() - y_test.numpy().mean()) ** 2))
         info[f"time/fit_s@{name}"] = round(seconds, 4)
+        log.info("linreg: %s fitted in %.3f s, test R^2 %.4f", name, seconds,
+                 out[f"test/r2@{name}"])
     for name, ref in REFERENCE.items():
         info[f"linreg/max_coef_diff@{name}"] = float(np.abs(coefs[name][0] - coefs[ref][0]).max())
         info[f"linreg/intercept_diff@{name}"] = abs(coefs[name][1] - coefs[ref][1])

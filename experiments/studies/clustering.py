@@ -26,6 +26,7 @@ clusters, and our spectral embedding on its first two principal components by cl
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -43,6 +44,11 @@ from experiments.plots import plt, save_figure
 from lamods.classic import KMeans, SpectralClustering
 from lamods.decomp import PCA
 
+log = logging.getLogger(__name__)
+
+#: the metrics the run's one-line summary shows
+HEADLINE = ("cluster/ari@kmeans", "cluster/ari@sklearn_kmeans", "cluster/ari@spectral",
+            "cluster/ari@sklearn_spectral")
 METHODS = ("kmeans", "sklearn_kmeans", "spectral", "sklearn_spectral")
 
 
@@ -63,30 +69,58 @@ def _points(datamodule: pl.LightningDataModule, splits: Sequence[str], max_sampl
     return x, y
 
 
+def matched(classes: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """``labels`` renamed to the classes they overlap most (Hungarian matching on the
+    contingency table), so a cluster is drawn in the colour of its class.
+
+    Examples::
+
+        >>> matched(np.array([0, 0, 1, 1, 2]), np.array([2, 2, 0, 0, 1])).tolist()
+        [0, 0, 1, 1, 2]
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    n = int(max(classes.max(), labels.max())) + 1
+    table = np.zeros((n, n), dtype=np.int64)
+    np.add.at(table, (labels, classes), 1)
+    rows, cols = linear_sum_assignment(-table)
+    mapping = dict(zip(rows.tolist(), cols.tolist()))
+    return np.array([mapping[int(v)] for v in labels])
+
+
 def _plot(x: torch.Tensor, classes: np.ndarray, labels: Mapping[str, np.ndarray],
-          embedding: np.ndarray, out: Path, title: str) -> None:
-    scores = PCA(2, dtype=torch.float64).fit(x).transform(x).numpy()
-    panels = [("PCA, true class", scores, classes),
-              *((f"PCA, {name} clusters", scores, lab) for name, lab in labels.items()),
-              ("spectral embedding (ours) on 2 PCs, true class", embedding, classes)]
-    fig, axes = plt.subplots(2, 2, figsize=(10, 8.5))
-    for ax, (name, points, colour) in zip(axes.flat, panels):
-        ax.scatter(points[:, 0], points[:, 1], c=colour, cmap="tab10", s=5, alpha=0.7,
-                   vmin=-0.5, vmax=9.5 if colour.max() < 10 else None)
-        ax.set_title(name)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.suptitle(title)
+          scores: Mapping[str, float], embedding: np.ndarray, out: Path, title: str) -> None:
+    pca = PCA(2, dtype=torch.float64).fit(x)
+    points = pca.transform(x).numpy()
+    var = pca.explained_variance_ratio_.tolist()
+    panels = [("true classes", points, classes, f"PC 1 ({var[0]:.0%})", f"PC 2 ({var[1]:.0%})"),
+              *((f"{name} (ARI {scores[name]:.3f})", points, matched(classes, lab),
+                 f"PC 1 ({var[0]:.0%})", f"PC 2 ({var[1]:.0%})") for name, lab in labels.items()),
+              ("spectral embedding (ours), true classes", embedding, classes,
+               "embedding PC 1", "embedding PC 2")]
+    n_classes = int(classes.max()) + 1
+    cmap = plt.get_cmap("tab10" if n_classes <= 10 else "tab20")
+    fig, axes = plt.subplots(2, 2, figsize=(10.5, 9))
+    for ax, (name, pts, colour, xlabel, ylabel) in zip(axes.flat, panels):
+        ax.scatter(pts[:, 0], pts[:, 1], c=colour, cmap=cmap, s=5, alpha=0.7,
+                   vmin=-0.5, vmax=cmap.N - 0.5)
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.2)
+    handles = [plt.Line2D([], [], marker="o", ls="", color=cmap(c), label=str(c))
+               for c in range(n_classes)]
+    axes.flat[0].legend(handles=handles, title="class", fontsize=7, title_fontsize=8,
+                        ncol=2, loc="best", framealpha=0.8)
+    fig.suptitle(f"{title}\nclusters drawn in the colour of the class they overlap most")
     save_figure(fig, out)
 
 
-def clustering_report(
+def clustering_study(
     *,
     cfg: DictConfig,
     datamodule: pl.LightningDataModule,
-    task: pl.LightningModule | None,
     output_dir: str | Path,
-    metrics: Mapping[str, Any],
     n_clusters: int | None = None,
     splits: Sequence[str] = ("train", "val", "test"),
     max_samples: int | None = 5000,
@@ -99,8 +133,8 @@ def clustering_report(
 ) -> dict[str, Any]:
     """Cluster the data with ours and scikit-learn's (see the module docstring).
 
-    ``n_clusters`` defaults to ``data.num_classes``. ``task`` and ``metrics`` are unused
-    (a ``train: false`` experiment). Returns the new metrics.
+    ``n_clusters`` defaults to ``data.num_classes``. Logs each method's fit as it ends.
+    Returns the study's metrics.
     """
     k = int(n_clusters or cfg.data.num_classes)
     x, y = _points(datamodule, list(splits), max_samples, cfg.seed)
@@ -127,6 +161,8 @@ def clustering_report(
         out[f"cluster/ari@{name}"] = float(adjusted_rand_score(classes, labels[name]))
         out[f"cluster/nmi@{name}"] = float(normalized_mutual_info_score(classes, labels[name]))
         out[f"time/fit_s@{name}"] = round(seconds, 4)
+        log.info("clustering: %s on %d points: ARI %.3f, NMI %.3f, %.2f s", name, len(classes),
+                 out[f"cluster/ari@{name}"], out[f"cluster/nmi@{name}"], seconds)
     out["cluster/inertia@kmeans"] = float(models["kmeans"].inertia_)
     out["cluster/inertia@sklearn_kmeans"] = float(models["sklearn_kmeans"].inertia_)
 
@@ -135,6 +171,8 @@ def clustering_report(
         embedding = PCA(2, dtype=torch.float64).fit(embedding).transform(embedding).numpy()
         _plot(x, classes, {"k-means (ours)": labels["kmeans"],
                            "spectral (ours)": labels["spectral"]},
+              {"k-means (ours)": out["cluster/ari@kmeans"],
+               "spectral (ours)": out["cluster/ari@spectral"]},
               embedding, Path(output_dir) / "plots" / "clusters.png",
               f"{cfg.name}: {len(classes):,} points, k={k}")
     return out
