@@ -1,11 +1,12 @@
 r"""Fit-style modules in a network: fit them on the training split before training starts.
 
-A *fit-style* module (``lamods.decomp.PCA`` now; random projections, Nystrom, kernel ridge
-later) learns from data with ``fit(X) -> self`` (``fit(X, y)`` if it takes labels), says so
-with ``is_fitted() -> bool``, and keeps what it learned in buffers, so ``state_dict`` and
-checkpoints carry it. :func:`experiments.train.build` calls :func:`fit_modules` right after
-instantiating the network, so the task, the trainer and the optimizer only ever see a fitted
-model; a network without fit-style modules never touches the data here.
+A *fit-style* module is a :class:`lamods.Estimator` (PCA, k-means, NMF, Nystrom, kernel
+ridge, ...): it learns from data with ``fit(X) -> self`` (``fit(X, y)`` if it takes labels),
+says so with ``is_fitted() -> bool``, and keeps what it learned in buffers, so ``state_dict``
+and checkpoints carry it (see :mod:`lamods.base`). :func:`experiments.train.build` calls
+:func:`fit_modules` right after instantiating the network, so the task, the trainer and the
+optimizer only ever see a fitted model; a network without fit-style modules never touches
+the data here.
 
 Which modules get fitted, and on what:
 
@@ -28,11 +29,13 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
+from lamods.base import Estimator
+
 log = logging.getLogger(__name__)
 
 
 def is_fit_style(module: nn.Module) -> bool:
-    """Whether ``module`` has ``fit`` and ``is_fitted`` methods (the fit-style protocol).
+    """Whether ``module`` stands on lamods' estimator base (the fit-style protocol).
 
     Examples::
 
@@ -40,7 +43,7 @@ def is_fit_style(module: nn.Module) -> bool:
         >>> is_fit_style(PCA(2)), is_fit_style(nn.Linear(2, 2))
         (True, False)
     """
-    return callable(getattr(module, "fit", None)) and callable(getattr(module, "is_fitted", None))
+    return isinstance(module, Estimator)
 
 
 def split_data(datamodule: pl.LightningDataModule, split: str = "train") -> tuple[Tensor, Tensor]:
