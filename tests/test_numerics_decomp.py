@@ -117,6 +117,10 @@ def test_topk_power_on_mildly_indefinite_matches_eigvalsh():
     A = _symmetric_with(lam * 100, g)
     got = topk_eigh(A, 4, method="power", n_iter=30, generator=g).eigenvalues
     torch.testing.assert_close(got, torch.linalg.eigvalsh(A)[-4:].flip(0), rtol=1e-8, atol=1e-8)
+    # l = k + oversamples >= n: the basis is the whole space, exact for any symmetric A
+    B = _symmetric_with(torch.tensor([-9.0, -8.0, -7.0, 1.0, 2.0, 3.0], dtype=F64), g)
+    torch.testing.assert_close(topk_eigh(B, 2, method="power", generator=g).eigenvalues,
+                               torch.tensor([3.0, 2.0], dtype=F64), rtol=1e-10, atol=1e-10)
 
 
 # -- inv_sqrtm of singular and indefinite matrices ----------------------------------------

@@ -253,3 +253,14 @@ def test_fit_gd_divergence_raises_with_iteration_and_step(tol):
     with pytest.raises(ValueError, match=re.escape("RidgeRegression.fit_gd: expected lr > 0 or "
                                                    "None, got inf")):
         RidgeRegression().fit_gd(X, y, lr=float("inf"))
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_wide_ridge_gradients(method):
+    # m < n with alpha > 0: G = X^T X + alpha I is definite though X^T X is not (the svd
+    # path's thin V needs the (I - V V^T) / alpha part of G^{-1})
+    g = torch.Generator().manual_seed(11)
+    X, y = torch.randn(3, 5, dtype=F64, generator=g), torch.randn(3, 2, dtype=F64, generator=g)
+    torch.testing.assert_close(lstsq(X, y, 0.4, method=method), _reference(X, y, 0.4))
+    check_gradients(lambda X, y, a: lstsq(X, y, a, method=method), X, y,
+                    torch.tensor(0.4, dtype=F64))

@@ -140,8 +140,6 @@ def _check_alpha(alpha: object) -> float:
         if not 0 <= value < math.inf:
             raise ValueError(f"lstsq: expected alpha to be a float >= 0, got {alpha!r}")
         return value
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha >= 0:
-        raise ValueError(f"lstsq: expected alpha to be a float >= 0, got {alpha!r}")
     return float(check_nonnegative("lstsq", "alpha", alpha))
 
 

@@ -27,7 +27,8 @@ Top-k eigenpairs of symmetric ``A`` (``topk_eigh``):
   eigenvalue in :math:`(\theta_k, \mu)` may be missing: ``topk_eigh`` raises
   :class:`~lamods.NotPSDError` (use ``"lanczos"`` or ``"full"``) instead of
   returning the wrong "largest" eigenvalues. An indefinite ``A`` whose
-  negative eigenvalues are small in magnitude passes, correctly.
+  negative eigenvalues are small in magnitude passes, correctly, and so does
+  any ``A`` with ``l = n`` (the basis is the whole space).
 - ``"lanczos"``: block Lanczos (randomized block Krylov, Musco & Musco, NeurIPS
   2015): the basis of :math:`[\Omega, A\Omega, \dots, A^q \Omega]`, blocks of
   ``l`` columns, fully re-orthogonalized (classical Gram-Schmidt twice, then one
@@ -190,10 +191,12 @@ def _block_krylov(A: Tensor, size: int, n_iter: int,
     return torch.linalg.qr(K).Q
 
 
-def _check_power_ritz(theta: Tensor, k: int) -> None:
+def _check_power_ritz(theta: Tensor, k: int, n: int) -> None:
     """Note [power on indefinite matrices]: the k-th largest Ritz value must be >= 0
-    (up to rounding, ``l u max |theta|``)."""
+    (up to rounding, ``l u max |theta|``) unless the basis spans everything (``l = n``)."""
     size = theta.shape[-1]
+    if size >= n:
+        return  # Rayleigh-Ritz on the whole space: the eigenvalues themselves
     theta_k = theta[..., size - k]  # ascending: the k-th largest
     tol = size * torch.finfo(theta.dtype).eps * theta.abs().amax(-1)
     bad = theta_k < -tol
@@ -273,7 +276,7 @@ def topk_eigh(A: Tensor, k: int, *, method: str = "lanczos", largest: bool = Tru
             L, W = eigh(T, eps=eps, validate=False)
             U = Q @ W
             if method == "power":
-                _check_power_ritz(L.detach(), k)
+                _check_power_ritz(L.detach(), k, n)
         if largest:
             L, U = L[..., -k:].flip(-1), U[..., -k:].flip(-1)
         else:
