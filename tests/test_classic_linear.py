@@ -58,8 +58,8 @@ def test_lstsq_gradient_wrt_tensor_alpha():
 
 
 @pytest.mark.parametrize("method", ["cholesky", "qr"])
-def test_lstsq_wide_blocked_gram_and_implicit_q(method):
-    # n >= 256 columns takes the blocked Gram path; without grad, QR keeps Q implicit
+def test_lstsq_wide_blocked_gram_and_qr_reduction(method):
+    # n >= 256 columns takes the blocked Gram path; QR reduces [X y] without forming Q
     X, y = _data(n=400, d=260, k=2)
     ref = torch.linalg.lstsq(X, y).solution
     torch.testing.assert_close(lstsq(X, y, method=method), ref, rtol=1e-8, atol=1e-10)

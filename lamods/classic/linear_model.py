@@ -29,12 +29,15 @@ In float64 the closed form matches scikit-learn's ``LinearRegression`` /
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
 from lamods._validation import check_choice, check_nonnegative, check_positive_int
 from lamods.base import Estimator
 from lamods.classic.lstsq import METHODS, lstsq
+from lamods.exceptions import ConvergenceError
 
 __all__ = ["LinearRegression", "RidgeRegression"]
 
@@ -43,14 +46,17 @@ class _LinearModel(Estimator):
     _FITTED = ("coef_", "intercept_", "loss_curve_")
     _FITTED_SHAPES = {"coef_": ("...", "d"), "intercept_": ("...",), "loss_curve_": ("t",)}
 
-    def __init__(self, alpha: float, *, fit_intercept: bool, method: str,
+    def __init__(self, alpha: float, *, fit_intercept: bool, method: str, rcond: float | None,
                  device: torch.device | str | None, dtype: torch.dtype | None) -> None:
         super().__init__(device=device, dtype=dtype)
         name = type(self).__name__
         self.alpha = check_nonnegative(name, "alpha", alpha)
         check_choice(name, "method", method, METHODS)
+        if rcond is not None:
+            check_nonnegative(name, "rcond", rcond)
         self.fit_intercept = fit_intercept
         self.method = method
+        self.rcond = rcond
         self.register_buffer("n_iter_", torch.zeros((), dtype=torch.int64, device=device))
 
     # -- fitting ---------------------------------------------------------
@@ -81,7 +87,7 @@ class _LinearModel(Estimator):
         """Closed-form fit on ``X`` ``(n_samples, n_features)``, ``y`` ``(n_samples[, k])``."""
         Xc, Yc, x_mean, y_mean = self._prepare("fit", X, y)
         # b = (X_c^T X_c + alpha I)^{-1} X_c^T y_c
-        B = lstsq(Xc, Yc, self.alpha, method=self.method, validate=False)
+        B = lstsq(Xc, Yc, self.alpha, method=self.method, rcond=self.rcond, validate=False)
         self._store(B, x_mean, y_mean)
         self.loss_curve_ = Xc.new_empty(0)
         self.n_iter_ = torch.zeros((), dtype=torch.int64, device=Xc.device)
@@ -101,10 +107,17 @@ class _LinearModel(Estimator):
 
         Records :math:`J(b_t)` for every step in ``loss_curve_`` and the steps
         taken in ``n_iter_``.
+
+        Raises:
+            ConvergenceError: the loss (or the iterate) became NaN or infinite: gradient
+                descent diverged, typically a step ``lr`` above :math:`2/L`. The message
+                names the first bad iteration and the step size; the module keeps its
+                previous fitted state.
         """
         name = f"{type(self).__name__}.fit_gd"
         n_iter = check_positive_int(name, "n_iter", n_iter)
-        if lr is not None and not lr > 0:
+        if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float))
+                               or not 0 < lr < math.inf):
             raise ValueError(f"{name}: expected lr > 0 or None, got {lr!r}")
         Xc, Yc, x_mean, y_mean = self._prepare("fit_gd", X, y)
         m, d = Xc.shape
@@ -117,7 +130,7 @@ class _LinearModel(Estimator):
         losses = []
         g0 = None
         steps = 0
-        for _ in range(n_iter):
+        for t in range(n_iter):
             r = Xc @ B - Yc
             # J(b) = (||X_c b - y_c||^2 + alpha ||b||^2) / (2m)
             losses.append((r.square().sum() + alpha * B.square().sum()) / (2 * m))
@@ -125,16 +138,30 @@ class _LinearModel(Estimator):
             grad = (Xc.mT @ r + alpha * B) / m
             if tol > 0:
                 gnorm = float(torch.linalg.vector_norm(grad))
+                if not math.isfinite(gnorm):
+                    self._diverged(name, t, lr)
                 g0 = gnorm if g0 is None else g0
                 if gnorm <= tol * g0:
                     break
             # b <- b - lr grad J
             B = B - lr * grad
             steps += 1
+        curve = torch.stack(losses)
+        # one synchronisation: the first non-finite loss, or a non-finite final iterate
+        finite = torch.cat([torch.isfinite(curve), torch.isfinite(B).all().reshape(1)])
+        if not bool(finite.all()):
+            self._diverged(name, int((~finite).nonzero()[0]), lr)
         self._store(B, x_mean, y_mean)
-        self.loss_curve_ = torch.stack(losses)
+        self.loss_curve_ = curve
         self.n_iter_ = torch.tensor(steps, dtype=torch.int64, device=Xc.device)
         return self
+
+    @staticmethod
+    def _diverged(name: str, iteration: int, lr: float) -> None:
+        raise ConvergenceError(
+            f"{name}: expected gradient descent to converge, got a non-finite loss at "
+            f"iteration {iteration} with step size lr={lr:.6g} (diverged); use a smaller lr, "
+            f"or lr=None for 1/L, the largest step that always converges")
 
     # -- using -----------------------------------------------------------
     def predict(self, X: object) -> Tensor:
@@ -167,6 +194,8 @@ class _LinearModel(Estimator):
         s = f"method={self.method!r}"
         if type(self) is not LinearRegression:
             s = f"alpha={self.alpha!r}, " + s
+        if self.rcond is not None:
+            s += f", rcond={self.rcond!r}"
         if not self.fit_intercept:
             s += ", fit_intercept=False"
         if self.is_fitted():
@@ -188,6 +217,11 @@ class LinearRegression(_LinearModel):
     Args:
         fit_intercept: fit an unpenalised intercept :math:`c` (by centering).
         method: ``"svd"``, ``"qr"`` or ``"cholesky"`` (see :func:`~lamods.classic.lstsq`).
+        rcond: rank cutoff of the ``"svd"`` (and ``"qr"``) method: singular values
+            :math:`s_i \le` ``rcond`` :math:`\cdot s_1` of the centered data are dropped.
+            None: :func:`~lamods.classic.lstsq`'s default :math:`u \max(10, \min(m, d))`,
+            relative to :math:`s_1` and independent of the number of samples (scipy's
+            ``lstsq`` uses :math:`u`, scikit-learn's ``LinearRegression`` ``1e-6``).
 
     Shape:
         - ``fit(X, y)``: :math:`(N, d)` and :math:`(N)` or :math:`(N, k)`.
@@ -207,8 +241,8 @@ class LinearRegression(_LinearModel):
         >>> model = LinearRegression(dtype=torch.float64).fit(X, y)
         >>> model.coef_
         tensor([ 1.0000, -2.0000,  0.5000], dtype=torch.float64)
-        >>> model.intercept_
-        tensor(3.0000, dtype=torch.float64)
+        >>> round(float(model.intercept_), 8)
+        3.0
         >>> gd = LinearRegression(dtype=torch.float64).fit_gd(X, y, n_iter=500)
         >>> torch.allclose(gd.coef_, model.coef_, atol=1e-6), bool(gd.loss_curve_[-1] < 1e-10)
         (True, True)
@@ -217,10 +251,10 @@ class LinearRegression(_LinearModel):
     """
 
     def __init__(self, *, fit_intercept: bool = True, method: str = "svd",
-                 device: torch.device | str | None = None,
+                 rcond: float | None = None, device: torch.device | str | None = None,
                  dtype: torch.dtype | None = None) -> None:
-        super().__init__(0.0, fit_intercept=fit_intercept, method=method, device=device,
-                         dtype=dtype)
+        super().__init__(0.0, fit_intercept=fit_intercept, method=method, rcond=rcond,
+                         device=device, dtype=dtype)
 
 
 class RidgeRegression(_LinearModel):
@@ -235,6 +269,8 @@ class RidgeRegression(_LinearModel):
         alpha: penalty :math:`\alpha \ge 0`.
         fit_intercept: fit an unpenalised intercept (by centering).
         method: ``"cholesky"``, ``"qr"`` or ``"svd"``.
+        rcond: rank cutoff with ``alpha = 0`` (as :class:`LinearRegression`); unused when
+            ``alpha > 0``.
 
     Shape:
         - ``fit(X, y)``: :math:`(N, d)` and :math:`(N)` or :math:`(N, k)`.
@@ -252,7 +288,8 @@ class RidgeRegression(_LinearModel):
     """
 
     def __init__(self, alpha: float = 1.0, *, fit_intercept: bool = True,
-                 method: str = "cholesky", device: torch.device | str | None = None,
+                 method: str = "cholesky", rcond: float | None = None,
+                 device: torch.device | str | None = None,
                  dtype: torch.dtype | None = None) -> None:
-        super().__init__(alpha, fit_intercept=fit_intercept, method=method, device=device,
-                         dtype=dtype)
+        super().__init__(alpha, fit_intercept=fit_intercept, method=method, rcond=rcond,
+                         device=device, dtype=dtype)

@@ -18,13 +18,26 @@ of :math:`u \kappa(A)^2` (Bjorck, 1967). ``reorthogonalize=True`` projects each
 is enough", Giraud et al. 2005) for orthogonality to rounding level; ``R`` is
 then :math:`\operatorname{triu}(Q^T A)`.
 
-Orthogonal projection onto the column space of ``A`` (full column rank):
+Orthogonal projection onto the column space of ``A``:
 
 .. math::
-    P = A (A^T A)^{-1} A^T = Q Q^T, \qquad \operatorname{proj}_A(x) = Q (Q^T x),
+    P = A A^+ = Q Q^T, \qquad \operatorname{proj}_A(x) = Q (Q^T x),
 
 ``P`` symmetric and idempotent (:math:`P^2 = P`); :math:`x - Px` is orthogonal
-to every column of ``A``.
+to every column of ``A``. At full column rank :math:`P = A (A^T A)^{-1} A^T`
+and ``Q`` is the QR factor.
+
+Note [rank-deficient basis]: the ``Q`` of a QR factorization spans the column
+space of ``A`` only when the columns are independent: for a dependent column
+:math:`r_{jj}` is at rounding level and :math:`q_j` an arbitrary direction, and
+every later :math:`q_l` is orthogonalized against it (a zero basis gives an
+arbitrary ``Q``). ``project`` and ``projection_matrix`` test the diagonal of
+``R`` (:math:`|r_{jj}| \le n u \max_j \|a_j\|`, the test of :func:`gram_schmidt`)
+and, when it fails, take ``Q = U_r`` from the SVD, the left singular vectors of
+singular values above :func:`~lamods.classic.lstsq.default_rcond` times
+:math:`s_1` (none for a zero basis: the projection is 0). ``orthonormalize``
+promises ``n`` orthonormal columns spanning the column space, which a
+rank-deficient ``A`` does not have: it raises.
 
 Everything is written in differentiable torch ops, so autograd gives exact
 first and second derivatives (``gradcheck``/``gradgradcheck`` in the tests)
@@ -37,6 +50,8 @@ import torch
 from torch import Tensor
 
 from lamods._validation import check_matrix, check_symmetric_finite
+from lamods.classic.lstsq import default_rcond
+from lamods.decomp.svd import svd
 
 __all__ = ["gram_schmidt", "orthonormalize", "project", "projection_matrix"]
 
@@ -48,6 +63,36 @@ def _check_tall(name: str, A: object) -> Tensor:
         raise ValueError(f"{name}: expected at most as many columns as rows (*, m, n) with "
                          f"n <= m, got shape {tuple(A.shape)}")
     return A
+
+
+def _dependent_columns(A: Tensor, R: Tensor) -> Tensor:
+    r"""Columns (a bool mask over the batch, ``(*, n)``) with :math:`|r_{jj}| \le n u \max_j
+    \|a_j\|`: numerically in the span of the columns before them (Note [rank-deficient basis])."""
+    diag = R.detach().diagonal(dim1=-2, dim2=-1).abs()
+    scale = torch.linalg.vector_norm(A.detach(), dim=-2).amax(-1, keepdim=True)
+    tiny = A.shape[-1] * torch.finfo(A.dtype).eps * scale
+    return ~(diag > tiny)
+
+
+def _raise_dependent(name: str, bad: Tensor) -> None:
+    if bool(bad.any()):
+        j = int(bad.reshape(-1, bad.shape[-1]).any(0).nonzero()[0])
+        raise ValueError(
+            f"{name}: expected linearly independent columns, got column {j} "
+            "(0-based) in the span of the columns before it")
+
+
+def _range_basis(A: Tensor) -> Tensor:
+    """Orthonormal columns spanning the column space of ``A`` (Note [rank-deficient basis]);
+    a rank-deficient ``A`` gets zero columns for the missing directions."""
+    Q, R = torch.linalg.qr(A)
+    if not bool(_dependent_columns(A, R).any()):
+        return Q
+    U, S, _ = svd(A, validate=False)
+    # U_r: s_i > rcond s_1 (none for a zero basis)
+    rcond = default_rcond(A.shape[-2], A.shape[-1], A.dtype)
+    keep = S.detach() > rcond * S.detach()[..., :1]
+    return U * keep.unsqueeze(-2).to(U.dtype)
 
 
 def _gram_schmidt(A: Tensor, reorthogonalize: bool) -> tuple[Tensor, Tensor]:
@@ -109,15 +154,7 @@ def gram_schmidt(A: Tensor, *, reorthogonalize: bool = False,
         check_symmetric_finite("gram_schmidt", A, symmetric=False)
     Q, R = _gram_schmidt(A, reorthogonalize)
     if validate:
-        diag = R.detach().diagonal(dim1=-2, dim2=-1)
-        scale = torch.linalg.vector_norm(A.detach(), dim=-2).amax(-1, keepdim=True)
-        tiny = A.shape[-1] * torch.finfo(A.dtype).eps * scale
-        bad = ~(diag > tiny)
-        if bool(bad.any()):
-            j = int(bad.reshape(-1, bad.shape[-1]).any(0).nonzero()[0])
-            raise ValueError(
-                f"gram_schmidt: expected linearly independent columns, got column {j} "
-                "(0-based) in the span of the columns before it")
+        _raise_dependent("gram_schmidt", _dependent_columns(A, R))
     return Q, R
 
 
@@ -128,7 +165,9 @@ def orthonormalize(A: Tensor, *, method: str = "gram_schmidt") -> Tensor:
     a QR factorization, signs chosen so that :math:`r_{jj} > 0`). Differentiable.
 
     Args:
-        A: ``(*, m, n)``, ``n <= m``, linearly independent columns.
+        A: ``(*, m, n)``, ``n <= m``, linearly independent columns (a dependent or
+            zero column raises ``ValueError``: Note [rank-deficient basis]; one device
+            synchronisation).
         method: ``"gram_schmidt"`` (modified GS, reorthogonalized: to
             rounding level) or ``"qr"`` (Householder ``torch.linalg.qr``, faster
             for large ``n``, signs flipped to match).
@@ -147,7 +186,9 @@ def orthonormalize(A: Tensor, *, method: str = "gram_schmidt") -> Tensor:
     if method == "gram_schmidt":
         return gram_schmidt(A, reorthogonalize=True)[0]
     _check_tall("orthonormalize", A)
+    check_symmetric_finite("orthonormalize", A, symmetric=False)
     Q, R = torch.linalg.qr(A)
+    _raise_dependent("orthonormalize", _dependent_columns(A, R))
     # make r_jj > 0: flip the signs of the matching columns of Q
     signs = torch.where(R.diagonal(dim1=-2, dim2=-1) < 0, -1.0, 1.0).to(Q.dtype)
     return Q * signs.unsqueeze(-2)
@@ -170,11 +211,14 @@ def _check_basis(name: str, x: object, A: object) -> Tensor:
 
 
 def projection_matrix(A: Tensor, *, orthonormal: bool = False) -> Tensor:
-    r"""The orthogonal projector :math:`P = A (A^T A)^{-1} A^T = Q Q^T`, ``(*, m, m)``.
+    r"""The orthogonal projector :math:`P = A A^+ = Q Q^T` onto the column space of ``A``.
+
+    ``(*, m, m)``; :math:`A (A^T A)^{-1} A^T` at full column rank. A rank-deficient
+    (or zero) ``A`` projects onto its true column space (Note [rank-deficient basis]).
 
     Args:
-        A: basis ``(*, m, n)`` (columns), full column rank.
-        orthonormal: ``A`` already has orthonormal columns (skip the QR).
+        A: basis ``(*, m, n)`` (columns), ``n <= m``.
+        orthonormal: ``A`` already has orthonormal columns (skip the QR and the rank test).
 
     Examples::
 
@@ -186,7 +230,7 @@ def projection_matrix(A: Tensor, *, orthonormal: bool = False) -> Tensor:
         True
     """
     _check_tall("projection_matrix", A)
-    Q = A if orthonormal else torch.linalg.qr(A).Q
+    Q = A if orthonormal else _range_basis(A)
     # P = Q Q^T
     return Q @ Q.mT
 
@@ -194,12 +238,15 @@ def projection_matrix(A: Tensor, *, orthonormal: bool = False) -> Tensor:
 def project(x: Tensor, A: Tensor, *, orthonormal: bool = False) -> Tensor:
     r"""Orthogonal projection :math:`Q (Q^T x)` of vectors ``x`` onto the column space of ``A``.
 
-    Never forms the ``m x m`` projector. Differentiable with respect to ``x`` and ``A``.
+    Never forms the ``m x m`` projector. Differentiable with respect to ``x`` and ``A``
+    (for a rank-deficient ``A``: with its rank held fixed). A rank-deficient or zero
+    ``A`` projects onto its true column space (Note [rank-deficient basis]; the rank
+    test costs one device synchronisation).
 
     Args:
         x: vectors ``(*, m)`` (rows).
         A: basis ``(m, n)`` (columns), or a batch ``(*B, m, n)`` with ``x`` ``(*B, p, m)``.
-        orthonormal: ``A`` already has orthonormal columns (skip the QR).
+        orthonormal: ``A`` already has orthonormal columns (skip the QR and the rank test).
 
     Returns:
         ``(*, m)``: the point of span(A) closest to each ``x``.
@@ -211,6 +258,6 @@ def project(x: Tensor, A: Tensor, *, orthonormal: bool = False) -> Tensor:
         tensor([3., 4., 0.])
     """
     _check_basis("project", x, A)
-    Q = A if orthonormal else torch.linalg.qr(A).Q
+    Q = A if orthonormal else _range_basis(A)
     # proj(x) = Q (Q^T x), with x as rows: (x Q) Q^T
     return (x @ Q) @ Q.mT

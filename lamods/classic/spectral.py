@@ -47,6 +47,7 @@ from lamods._validation import (
     check_positive,
     check_positive_int,
     check_rank_k,
+    check_symmetric_finite,
 )
 from lamods.base import Estimator
 from lamods.classic.kmeans import KMeans
@@ -69,6 +70,16 @@ def _knn(D: Tensor, n_neighbors: int) -> Tensor:
     """Directed kNN connectivity A (rows: query points) from squared distances D."""
     idx = D.topk(n_neighbors, dim=-1, largest=False).indices
     return torch.zeros_like(D).scatter_(-1, idx, 1.0)
+
+
+def _check_affinity(name: str, W: Tensor) -> None:
+    """A precomputed affinity must be symmetric (within :data:`SYMMETRY_RTOL`) and >= 0:
+    the Laplacian of anything else is not a graph Laplacian (not PSD, no clusters)."""
+    check_symmetric_finite(name, W.detach())
+    low = float(W.detach().amin())
+    if low < 0:
+        raise ValueError(f"{name}: expected non-negative affinities with "
+                         f"affinity='precomputed', got a minimum entry of {low:.3g}")
 
 
 def affinity_matrix(X: Tensor, *, affinity: str = "rbf", gamma: float = 1.0,
@@ -169,6 +180,7 @@ def spectral_embedding(X: Tensor, n_components: int, *, affinity: str = "rbf",
         if X.shape[0] != X.shape[1]:
             raise ValueError(f"{name}: expected a square affinity (n, n) with "
                              f"affinity='precomputed', got shape {tuple(X.shape)}")
+        _check_affinity(name, X)
         W = X
     elif affinity in _AFFINITIES:
         W = affinity_matrix(X, affinity=affinity, gamma=gamma, n_neighbors=n_neighbors)

@@ -34,6 +34,24 @@ and merges each batch with Chan et al.'s update
 
 .. math:: M = M_a + M_b + \frac{n_a n_b}{n_a + n_b} (\mu_b - \mu_a)(\mu_b - \mu_a)^T .
 
+Note [scale-robust PCA]: PCA is scale-equivariant: for data :math:`cX` the
+components are those of :math:`X` and the variances are :math:`c^2` times
+theirs. The squares are what leave the floating range first (float32 data at
+1e-30 has variances of 1e-60, which underflow to 0, and at 1e30 of 1e60,
+which overflow; either way the components came out arbitrary or the solver
+failed). So every solver decomposes :math:`(X - \mathbf 1\mu^T)/c`, with
+:math:`c = 2^e` the power of two nearest above :math:`\max |x - \mu|` (exact:
+scaling by a power of two changes no mantissa), and scales back: singular
+values by :math:`c`, variances by :math:`c^2`. Components, variance ratios and
+transforms (whitened too: divided by :math:`s_i / \sqrt{n-1}`) are then right
+for any finite data. ``explained_variance_`` and ``noise_variance_`` are
+:math:`c^2` times a number of order one: when that product leaves the dtype's
+range (float32 data beyond about 1e19 or below 1e-19) they overflow to inf or
+underflow to 0, the correctly rounded value of a variance the dtype cannot
+hold. Streaming keeps the unscaled scatter :math:`M` for the next batch, so
+``partial_fit`` raises on data whose squares the dtype cannot hold (use float64
+or ``fit``), and a covariance-solver ``fit`` then keeps no ``scatter_``.
+
 Note [distributed PCA]: when ``torch.distributed`` is initialized,
 ``partial_fit`` all-reduces each batch's row count and sum, centers at the
 global batch mean, and all-reduces the scatter: every rank then holds the
@@ -43,6 +61,7 @@ the data (up to summation order). ``fit`` is local.
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -67,8 +86,10 @@ _SCATTER_ROWS = 4096
 _SCATTER_BLOCKS = 4
 
 
-def centered_scatter(X: Tensor, mean: Tensor) -> Tensor:
+def centered_scatter(X: Tensor, mean: Tensor, scale: Tensor | float = 1.0) -> Tensor:
     r"""The centered scatter :math:`M = (X - 1\mu^T)^T (X - 1\mu^T)`, without a centered copy of X.
+
+    With ``scale`` :math:`c`, the scatter of :math:`(X - 1\mu^T)/c` (Note [scale-robust PCA]).
 
     Note [blocked scatter]: rows are centered a block at a time (the block stays
     in cache; no full-size centered copy is written), and the columns are split
@@ -80,7 +101,7 @@ def centered_scatter(X: Tensor, mean: Tensor) -> Tensor:
     large against the spread (scikit-learn's ``covariance_eigh`` takes it).
 
     Args:
-        X: ``(n, d)``; mean: ``(d,)``.
+        X: ``(n, d)``; mean: ``(d,)``; scale: a scalar divisor of the centered rows.
 
     Examples::
 
@@ -96,7 +117,7 @@ def centered_scatter(X: Tensor, mean: Tensor) -> Tensor:
                                   dtype=X.dtype, device=X.device)
               for a in range(nb) for b in range(a, nb)}
     for r in range(0, n, _SCATTER_ROWS):
-        Bc = X[r:r + _SCATTER_ROWS] - mean
+        Bc = (X[r:r + _SCATTER_ROWS] - mean) / scale
         cols = [Bc[:, edges[a]:edges[a + 1]] for a in range(nb)]
         for (a, b), M_ab in blocks.items():
             # M_ab += Xc_a^T Xc_b over this block of rows
@@ -107,6 +128,28 @@ def centered_scatter(X: Tensor, mean: Tensor) -> Tensor:
         if a != b:
             M[edges[b]:edges[b + 1], edges[a]:edges[a + 1]] = M_ab.mT
     return M
+
+
+def _pow2_above(top: Tensor) -> Tensor:
+    r"""Note [scale-robust PCA]: :math:`c = 2^e` with ``top`` :math:`= m 2^e`,
+    :math:`m \in [0.5, 1)`, so :math:`c \ge` ``top`` (1 for ``top = 0``)."""
+    _, e = torch.frexp(top.detach())
+    return torch.ldexp(torch.ones_like(top.detach()), e)
+
+
+def _pow2_scale(X: Tensor, mean: Tensor) -> Tensor:
+    r""":math:`c = 2^e \ge \max |x - \mu|` for ``X`` ``(n, d)``, without a centered copy."""
+    low, high = torch.aminmax(X, dim=0)
+    return _pow2_above(torch.maximum(high - mean, mean - low).amax())
+
+
+def _rescaled_square(M_s: Tensor, scale: Tensor) -> Tensor | None:
+    """:math:`c^2 M_s`, or None when it leaves the dtype's normal range
+    (Note [scale-robust PCA])."""
+    c2 = scale * scale
+    M = M_s * c2
+    fits = (c2 >= torch.finfo(M_s.dtype).tiny) & torch.isfinite(M).all()
+    return M if bool(fits) else None
 
 
 # ---------------------------------------------------------------------------
@@ -125,7 +168,8 @@ class PCAResult(NamedTuple):
 def pca(X: Tensor, k: int, *, center: bool = True, eps: float | None = None) -> PCAResult:
     r"""Top-``k`` principal components of ``X`` ``(*, n, d)``, differentiable with respect to ``X``.
 
-    Computes :math:`C = X_c^T X_c/(n-1)` and its top-k eigenpairs with the
+    Computes :math:`C = X_c^T X_c/(n-1)` (of :math:`X_c / c`, Note [scale-robust
+    PCA], then scaled back) and its top-k eigenpairs with the
     stable :func:`~lamods.decomp.eigh`, so gradients stay finite when variances
     repeat and are exact for quantities that depend on the top-k subspace
     (scores' Gram matrix, reconstructions, explained variances) when
@@ -163,11 +207,13 @@ def pca(X: Tensor, k: int, *, center: bool = True, eps: float | None = None) -> 
     with torch.autocast(X.device.type, enabled=False):
         mean = work.mean(-2) if center else torch.zeros_like(work[..., 0, :])
         Xc = work - mean.unsqueeze(-2)
-        # C = Xc^T Xc / (n - 1)
-        C = Xc.mT @ Xc / (n - 1)
+        # Note [scale-robust PCA]: C_s = (Xc / c)^T (Xc / c) / (n - 1), C = c^2 C_s
+        scale = _pow2_above(Xc.abs().amax(dim=(-2, -1), keepdim=True))
+        Xs = Xc / scale
+        C = Xs.mT @ Xs / (n - 1)
         C = (C + C.mT) / 2
         L, V = eigh(C, eps=eps, validate=False)
-        ev, V = L[..., -k:].flip(-1), V[..., :, -k:].flip(-1)
+        ev, V = L[..., -k:].flip(-1) * scale.squeeze(-1).square(), V[..., :, -k:].flip(-1)
         components = V.mT
         scores = Xc @ V
     return PCAResult(*cast_back(dtype, scores, components, ev, mean))
@@ -329,14 +375,19 @@ class PCA(Estimator):
         solver = self._choose_solver(n, d, k)
         work = X.to(compute_dtype(X.dtype))
         mean = work.mean(0) if self.center else torch.zeros_like(work[0])
+        # Note [scale-robust PCA]: decompose (X - mu) / c, c = 2^e ~ max |x - mu|
+        scale = _pow2_scale(work, mean)
         scatter = torch.empty(0, dtype=work.dtype, device=work.device)
         if solver == "covariance":
-            # scatter M = Xc^T Xc (symmetric by construction), eigenvalues = s^2
-            scatter = centered_scatter(work, mean)
-            S2, Vt = self._eig_scatter(scatter)
+            # scatter M_s = Xs^T Xs (symmetric by construction), eigenvalues = s^2 / c^2
+            scatter_s = centered_scatter(work, mean, scale)
+            S2, Vt = self._eig_scatter(scatter_s)
             total_var = S2.sum() / (n - 1)
+            kept = _rescaled_square(scatter_s, scale)
+            if kept is not None:
+                scatter = kept
         elif solver == "full":
-            Xc = work - mean
+            Xc = (work - mean) / scale
             _, S, Vt = torch.linalg.svd(Xc, full_matrices=False)
             S2 = S.square()
             total_var = S2.sum() / (n - 1)
@@ -345,11 +396,11 @@ class PCA(Estimator):
             if n_iter is None:
                 n_iter = 7 if k < 0.1 * min(n, d) else 4
             gen = make_generator("PCA.fit", self.seed)
-            Xc = work - mean
+            Xc = (work - mean) / scale
             _, S, Vt = randomized_svd(Xc, k, self.oversamples, n_iter, gen)
             S2 = S.square()
             total_var = Xc.square().sum() / (n - 1)
-        self._set_components(S2, Vt, total_var, n, min(n, d), k, mean, X.dtype)
+        self._set_components(S2, Vt, total_var, n, min(n, d), k, mean, X.dtype, scale)
         self.scatter_ = scatter.to(X.dtype)
         self.n_samples_seen_ = torch.tensor(n, dtype=torch.int64, device=X.device)
         return self
@@ -360,7 +411,9 @@ class PCA(Estimator):
         return L.flip(-1).clamp_min(0), V.flip(-1).mT
 
     def _set_components(self, S2: Tensor, Vt: Tensor, total_var: Tensor, n: int, rank: int,
-                        k: int | float, mean: Tensor, dtype: torch.dtype) -> None:
+                        k: int | float, mean: Tensor, dtype: torch.dtype,
+                        scale: Tensor) -> None:
+        """``S2``, ``total_var``: of the data divided by ``scale`` (Note [scale-robust PCA])."""
         ev = S2 / (n - 1)
         ratio = ev / total_var
         if isinstance(k, float):
@@ -375,12 +428,14 @@ class PCA(Estimator):
             noise = (total_var - ev[:k].sum()) / (rank - k)
         else:
             noise = torch.zeros((), dtype=ev.dtype, device=ev.device)
+        # variances scale by c^2, singular values by c
+        c2 = scale * scale
         self.components_ = Vt.to(dtype)
-        self.explained_variance_ = ev[:k].to(dtype)
+        self.explained_variance_ = (ev[:k] * c2).to(dtype)
         self.explained_variance_ratio_ = ratio[:k].to(dtype)
-        self.singular_values_ = S2[:k].sqrt().to(dtype)
+        self.singular_values_ = (S2[:k].sqrt() * scale).to(dtype)
         self.mean_ = mean.to(dtype)
-        self.noise_variance_ = noise.to(dtype)
+        self.noise_variance_ = (noise * c2).to(dtype)
 
     @torch.no_grad()
     def partial_fit(self, X: object, y: object = None) -> PCA:
@@ -408,7 +463,19 @@ class PCA(Estimator):
             mean_b = stats[:d] / n_b
         else:
             mean_b = torch.zeros(d, dtype=work.dtype, device=work.device)
-        scatter_b = _all_reduce_sum(centered_scatter(work, mean_b))
+        # Note [scale-robust PCA]: this rank's batch scatter as c^2 M_s; NaN where c^2 M_s does
+        # not fit, so that every rank sees it after the all-reduce and raises together
+        scale_b = _pow2_scale(work, mean_b)
+        scatter_b = _rescaled_square(centered_scatter(work, mean_b, scale_b), scale_b)
+        if scatter_b is None:
+            scatter_b = torch.full((d, d), math.nan, dtype=work.dtype, device=work.device)
+        scatter_b = _all_reduce_sum(scatter_b)
+        if not bool(torch.isfinite(scatter_b).all()):
+            raise ValueError(
+                f"{name}: expected data whose squared deviations fit in {work.dtype} (streaming "
+                f"keeps the scatter of x - mean), got a batch whose scatter under- or "
+                f"overflows (max |x - mean| of about {float(scale_b):.3g} on this rank); use "
+                f"float64 data, or fit, which is scale-robust")
         if n_a == 0:
             mean, scatter = mean_b, scatter_b
         else:
@@ -430,14 +497,26 @@ class PCA(Estimator):
         if n < 2 or (isinstance(k_req, int) and k_req > n):
             return self  # not enough rows yet: keep the statistics, fit components later
         k = self._resolve_k("partial_fit", n, d)
-        S2, Vt = self._eig_scatter(scatter)
-        self._set_components(S2, Vt, S2.sum() / (n - 1), n, min(n, d), k, mean, X.dtype)
+        # Note [scale-robust PCA]: eigh of M / c^2, c = 2^e ~ sqrt(max |M|)
+        _, e = torch.frexp(scatter.abs().amax())
+        scale = torch.ldexp(torch.ones_like(scatter[0, 0]), torch.div(e + 1, 2,
+                                                                      rounding_mode="floor"))
+        S2, Vt = self._eig_scatter(scatter / (scale * scale))
+        self._set_components(S2, Vt, S2.sum() / (n - 1), n, min(n, d), k, mean, X.dtype, scale)
         return self
 
     # -- using -----------------------------------------------------------
     def _scale(self) -> Tensor:
-        scale = self.explained_variance_.sqrt()
-        return scale.clamp_min(torch.finfo(scale.dtype).eps)
+        # sqrt(explained variance), or s / sqrt(n - 1) where the variance left the dtype's
+        # range (Note [scale-robust PCA]); clamped relative to the largest, so a zero-variance
+        # component divides by eps * max, not by 0 or by an absolute eps
+        ev = self.explained_variance_
+        n = max(int(self.n_samples_seen_), 2)
+        from_s = self.singular_values_ / math.sqrt(n - 1)
+        fits = torch.isfinite(ev) & (ev >= torch.finfo(ev.dtype).tiny)
+        scale = torch.where(fits, ev.sqrt(), from_s)
+        floor = torch.finfo(scale.dtype).eps * scale.amax()
+        return scale.clamp_min(floor.clamp_min(torch.finfo(scale.dtype).tiny))
 
     def transform(self, X: object) -> Tensor:
         r""":math:`(x - \mu) V_k`, divided by :math:`\sqrt{\text{explained var.}}` if whiten."""

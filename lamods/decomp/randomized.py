@@ -18,6 +18,17 @@ Top-k eigenpairs of symmetric ``A`` (``topk_eigh``):
   ``l = k + p`` columns, then Rayleigh-Ritz: :math:`T = Q^T A Q = W \Lambda W^T`,
   :math:`U = Q W_k`. Converges to the eigenvalues of largest *magnitude*: use
   it for positive semi-definite matrices (covariance, Gram, kernel matrices).
+  Note [power on indefinite matrices]: once ``range(Q)`` holds the ``l``
+  eigenvalues of largest magnitude, every eigenvalue left out has
+  :math:`|\lambda| \le \mu = \min_j |\theta_j|` over the Ritz values
+  :math:`\theta`; so the ``k`` largest Ritz values are the ``k`` largest
+  eigenvalues whenever :math:`\theta_k \ge 0` (then :math:`\theta_k \ge \mu`).
+  With :math:`\theta_k < 0` negative eigenvalues crowd the subspace and an
+  eigenvalue in :math:`(\theta_k, \mu)` may be missing: ``topk_eigh`` raises
+  :class:`~lamods.NotPSDError` (use ``"lanczos"`` or ``"full"``) instead of
+  returning the wrong "largest" eigenvalues. An indefinite ``A`` whose
+  negative eigenvalues are small in magnitude passes, correctly, and so does
+  any ``A`` with ``l = n`` (the basis is the whole space).
 - ``"lanczos"``: block Lanczos (randomized block Krylov, Musco & Musco, NeurIPS
   2015): the basis of :math:`[\Omega, A\Omega, \dots, A^q \Omega]`, blocks of
   ``l`` columns, fully re-orthogonalized (classical Gram-Schmidt twice, then one
@@ -55,6 +66,7 @@ from lamods._validation import (
 from lamods.decomp._common import column_signs
 from lamods.decomp.eigh import EighResult, eigh
 from lamods.decomp.svd import SVDResult, svd
+from lamods.exceptions import NotPSDError
 
 __all__ = ["randomized_range_finder", "randomized_svd", "topk_eigh"]
 
@@ -179,6 +191,24 @@ def _block_krylov(A: Tensor, size: int, n_iter: int,
     return torch.linalg.qr(K).Q
 
 
+def _check_power_ritz(theta: Tensor, k: int, n: int) -> None:
+    """Note [power on indefinite matrices]: the k-th largest Ritz value must be >= 0
+    (up to rounding, ``l u max |theta|``) unless the basis spans everything (``l = n``)."""
+    size = theta.shape[-1]
+    if size >= n:
+        return  # Rayleigh-Ritz on the whole space: the eigenvalues themselves
+    theta_k = theta[..., size - k]  # ascending: the k-th largest
+    tol = size * torch.finfo(theta.dtype).eps * theta.abs().amax(-1)
+    bad = theta_k < -tol
+    if bool(bad.any()):
+        worst = float(theta_k[bad].amin())
+        raise NotPSDError(
+            f"topk_eigh: expected a positive semi-definite A with method='power' (it finds the "
+            f"eigenvalues of largest magnitude), got negative eigenvalues among them (k-th "
+            f"largest Ritz value {worst:.4g}), so the {k} largest cannot be trusted; use "
+            f"method='lanczos' or 'full' for an indefinite A")
+
+
 def topk_eigh(A: Tensor, k: int, *, method: str = "lanczos", largest: bool = True,
               n_iter: int | None = None, oversamples: int = 10,
               generator: torch.Generator | None = None,
@@ -190,7 +220,9 @@ def topk_eigh(A: Tensor, k: int, *, method: str = "lanczos", largest: bool = Tru
         k: number of eigenpairs, ``1 <= k <= n``.
         method: ``"lanczos"`` (block Krylov, default), ``"power"`` (subspace
             iteration; largest magnitude, so for positive semi-definite ``A``
-            and ``largest=True`` only) or ``"full"`` (dense :func:`eigh`).
+            and ``largest=True`` only; raises :class:`~lamods.NotPSDError` when
+            negative eigenvalues make the result unreliable, Note [power on
+            indefinite matrices]) or ``"full"`` (dense :func:`eigh`).
         largest: the k largest eigenvalues in descending order, else the k
             smallest in ascending order.
         n_iter: power iterations / Krylov depth; None picks 4 for lanczos and 8 for power.
@@ -243,6 +275,8 @@ def topk_eigh(A: Tensor, k: int, *, method: str = "lanczos", largest: bool = Tru
             T = Q.mT @ work @ Q
             L, W = eigh(T, eps=eps, validate=False)
             U = Q @ W
+            if method == "power":
+                _check_power_ritz(L.detach(), k, n)
         if largest:
             L, U = L[..., -k:].flip(-1), U[..., -k:].flip(-1)
         else:
