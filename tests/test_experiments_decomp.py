@@ -26,6 +26,7 @@ from experiments.data import SyntheticDataModule
 from experiments.fitted import fit_modules, split_data
 from experiments.run import run
 from experiments.train import build
+from lamods.base import Estimator
 from lamods.decomp import PCA, ZCAWhitening
 
 PCA_PLOTS = ("curves", "explained_variance", "pca_scatter", "reconstructions", "acc_vs_k")
@@ -41,8 +42,10 @@ def synthetic(in_features: int = 6) -> SyntheticDataModule:
 
 
 # --------------------------------------------------------------------------- the fit hook
-class _Supervised(nn.Module):
+class _Supervised(Estimator):
     """A fit-style module that takes labels: remembers the classes it saw."""
+
+    _FITTED_MARK = "classes_"
 
     def __init__(self) -> None:
         super().__init__()
@@ -51,9 +54,6 @@ class _Supervised(nn.Module):
     def fit(self, X: torch.Tensor, y: torch.Tensor) -> _Supervised:
         self.classes_ = y.unique()
         return self
-
-    def is_fitted(self) -> bool:
-        return self.classes_.numel() > 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x
