@@ -658,7 +658,7 @@ def _add_layers() -> None:
                       scale=float(_t(yv).abs().max()))
             probe(f"lstsq[{method}]", case,
                   lambda Am=Am, m=method: lamods.lstsq(Am, yv[:Am.shape[-2]] if isinstance(
-                      Am, Tensor) and Am.dim() >= 1 else yv, method=m), check_ls, "lstsq")
+                      Am, Tensor) and Am.dim() >= 2 else yv, method=m), check_ls, "lstsq")
         probe("gram_schmidt", case, lambda Am=Am: lamods.gram_schmidt(Am),
               lambda QR, Am=Am: close(QR[0].detach().to(F64) @ QR[1].detach().to(F64),
                                       _t(Am), "QR = A", rtol=10 * _rtol(Am),
@@ -681,7 +681,7 @@ def _add_layers() -> None:
             close(P, ref, "projection onto span(A)", rtol=1e-6,
                   scale=float(x64.abs().max()))
         probe("project", case, lambda Am=Am: lamods.project(
-            yv[:Am.shape[-2]] if isinstance(Am, Tensor) and Am.dim() >= 1 else yv, Am),
+            yv[:Am.shape[-2]] if isinstance(Am, Tensor) and Am.dim() >= 2 else yv, Am),
             check_proj)
     for case, alpha in {"alpha_neg": -1.0, "alpha_nan": float("nan"),
                         "alpha_tensor_neg": torch.tensor(-1.0),

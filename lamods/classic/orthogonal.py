@@ -49,7 +49,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lamods._validation import check_matrix, check_symmetric_finite
+from lamods._precision import compute_dtype
+from lamods._validation import check_finite, check_matrix, check_symmetric_finite
 from lamods.classic.lstsq import default_rcond
 from lamods.decomp.svd import svd
 
@@ -187,11 +188,13 @@ def orthonormalize(A: Tensor, *, method: str = "gram_schmidt") -> Tensor:
         return gram_schmidt(A, reorthogonalize=True)[0]
     _check_tall("orthonormalize", A)
     check_symmetric_finite("orthonormalize", A, symmetric=False)
+    dtype = A.dtype
+    A = A.to(compute_dtype(dtype))  # Householder QR runs in at least float32
     Q, R = torch.linalg.qr(A)
     _raise_dependent("orthonormalize", _dependent_columns(A, R))
     # make r_jj > 0: flip the signs of the matching columns of Q
     signs = torch.where(R.diagonal(dim1=-2, dim2=-1) < 0, -1.0, 1.0).to(Q.dtype)
-    return Q * signs.unsqueeze(-2)
+    return (Q * signs.unsqueeze(-2)).to(dtype)
 
 
 def _check_basis(name: str, x: object, A: object) -> Tensor:
@@ -200,6 +203,11 @@ def _check_basis(name: str, x: object, A: object) -> Tensor:
         got = f"shape {tuple(x.shape)}, dtype {x.dtype}" if isinstance(x, Tensor) else \
             type(x).__name__
         raise ValueError(f"{name}: expected a floating-point x of shape (*, m), got {got}")
+    if x.dtype != A.dtype or x.device != A.device:
+        raise TypeError(f"{name}: expected x and A on one device with one dtype, got "
+                        f"{x.device}/{x.dtype} and {A.device}/{A.dtype}")
+    check_symmetric_finite(name, A, symmetric=False)
+    check_finite(name, x, "x")
     m = A.shape[-2]
     if x.shape[-1] != m:
         raise ValueError(f"{name}: expected x with last dimension {m} (A's rows), got "
@@ -258,6 +266,9 @@ def project(x: Tensor, A: Tensor, *, orthonormal: bool = False) -> Tensor:
         tensor([3., 4., 0.])
     """
     _check_basis("project", x, A)
+    dtype = A.dtype
+    work = compute_dtype(dtype)  # decompositions run in at least float32
+    x, A = x.to(work), A.to(work)
     Q = A if orthonormal else _range_basis(A)
     # proj(x) = Q (Q^T x), with x as rows: (x Q) Q^T
-    return (x @ Q) @ Q.mT
+    return ((x @ Q) @ Q.mT).to(dtype)
