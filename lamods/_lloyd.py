@@ -3,8 +3,17 @@ r"""Lloyd's algorithm and greedy k-means++ seeding: the k-means core.
 Shared by :class:`lamods.classic.KMeans` and the k-means landmarks of
 :class:`lamods.layers.NystromFeatures` (so ``layers/`` need not import
 ``classic/``). The formulas are in :mod:`lamods.classic.kmeans`' docstring.
-Inputs are centred ``(n, d)`` data with their squared norms ``x_sq``; nothing
-is validated here.
+Inputs are centred ``(n, d)`` data with their squared norms ``x_sq`` (see
+:func:`center_scale`); nothing is validated here.
+
+Note [k-means scaling]: k-means is translation and scale equivariant, so the data
+are centred on their mean (Note [centring trick] in :mod:`lamods.distances`) and
+divided by a power of two near their largest entry (Note [power-of-two scaling] in
+:mod:`lamods._precision`) before the squared norms are formed: exact, so ordinary
+data give the same digits as without it, while float32 data at ``1e-30`` no longer
+underflow to all-zero distances (every point in one cluster) and data at ``1e30`` no
+longer overflow (:class:`lamods.distances.ScaledFrame`). Centers are scaled back;
+the inertia by :math:`s^2`.
 """
 
 from __future__ import annotations
@@ -15,11 +24,27 @@ import torch
 from torch import Tensor
 
 from lamods._random import generator_device
-from lamods.distances import partial_sq_distances
+from lamods.distances import ScaledFrame, partial_sq_distances
+from lamods.exceptions import ConvergenceError
+
+
+def center_scale(X: Tensor) -> tuple[Tensor, Tensor, ScaledFrame]:
+    """``(X', x_sq, frame)``: ``X' = frame.apply(X)`` (Note [k-means scaling]) and its
+    squared row norms."""
+    frame = ScaledFrame.of(X)
+    Xs = frame.apply(X)
+    return Xs, Xs.square().sum(1), frame
 
 
 def kmeans_plusplus_rows(X: Tensor, x_sq: Tensor, k: int, n_local_trials: int | None,
-                     generator: torch.Generator | None) -> Tensor:
+                         generator: torch.Generator | None) -> Tensor:
+    """The ``k`` greedy k-means++ seeds: rows of ``X``."""
+    return X[kmeans_plusplus_index(X, x_sq, k, n_local_trials, generator)]
+
+
+def kmeans_plusplus_index(X: Tensor, x_sq: Tensor, k: int, n_local_trials: int | None,
+                          generator: torch.Generator | None) -> Tensor:
+    """Row indices ``(k,)`` of the greedy k-means++ seeds."""
     n = X.shape[0]
     trials = 2 + int(math.log(k)) if n_local_trials is None else n_local_trials
     gdev = generator_device(generator)
@@ -41,7 +66,7 @@ def kmeans_plusplus_rows(X: Tensor, x_sq: Tensor, k: int, n_local_trials: int | 
         best = d_cand.sum(0).argmin()
         closest = d_cand[:, best]
         chosen.append(cand[best].reshape(1))
-    return X[torch.cat(chosen)]
+    return torch.cat(chosen)
 
 
 def relocate_empty(X: Tensor, x_sq: Tensor, C: Tensor, labels: Tensor, counts: Tensor,
@@ -88,7 +113,13 @@ def estep(X: Tensor, C: Tensor, chunk: int, *, sums: bool) -> tuple[Tensor, Tens
 
 
 def lloyd(X: Tensor, x_sq: Tensor, C: Tensor, max_iter: int,
-           tol: float) -> tuple[Tensor, Tensor, Tensor, int]:
+          tol: float, *, name: str = "lloyd") -> tuple[Tensor, Tensor, Tensor, int]:
+    """Lloyd iterations from centers ``C``: ``(centers, labels, inertia, iterations)``.
+
+    Raises :class:`~lamods.exceptions.ConvergenceError` (``name`` in the message) if
+    the centers become non-finite, naming the iteration (checked with the stopping
+    rule, in the same synchronisation).
+    """
     k = C.shape[0]
     chunk = chunk_rows(X.shape[0], k, X.device)
     labels_old = None
@@ -105,8 +136,13 @@ def lloyd(X: Tensor, x_sq: Tensor, C: Tensor, max_iter: int,
         C = C_new
         same = (labels == labels_old).all() if labels_old is not None else shift.new_zeros(
             (), dtype=torch.bool)
-        # stop when no label changed, or the centers moved at most tol
-        if bool(same | (shift <= tol)):
+        # stop when no label changed, or the centers moved at most tol; a non-finite
+        # shift means non-finite centers (one synchronisation for both)
+        stop, diverged = torch.stack([same | (shift <= tol), ~torch.isfinite(shift)]).tolist()
+        if diverged:
+            raise ConvergenceError(f"{name}: Lloyd's iterations diverged: the cluster centers "
+                                   f"became non-finite at iteration {it}")
+        if stop:
             break
         labels_old = labels
     # a last assign step, so labels and inertia belong to the final centers

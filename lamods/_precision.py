@@ -56,3 +56,35 @@ def autocast_dtype(x: Tensor) -> torch.dtype | None:
 def cast_all(dtype: torch.dtype, *tensors: Tensor | None) -> list[Tensor | None]:
     """Cast every tensor (skipping None) to ``dtype`` with differentiable ``.to``."""
     return [None if t is None else t.to(dtype) for t in tensors]
+
+
+def pow2_at_least(peak: Tensor) -> Tensor:
+    """The power of two ``s = 2^(e-1)`` of ``peak = m 2^e`` (``m`` in ``[0.5, 1)``), so
+    ``peak / s`` lies in ``[1, 2)``; 1 where ``peak`` is 0 or not finite. Elementwise."""
+    big = torch.finfo(peak.dtype).max
+    _, e = torch.frexp(peak.clamp(0, big))
+    s = torch.ldexp(torch.ones_like(peak), e - 1)  # 2^e itself may overflow
+    return torch.where((peak > 0) & torch.isfinite(peak), s, torch.ones_like(s))
+
+
+def pow2_scale(*tensors: Tensor, dims: int | None = None) -> Tensor:
+    """A power of two ``s >= max |x| / 2`` over the finite entries of ``tensors``
+    (detached; 1 when they hold no finite non-zero entry).
+
+    Note [power-of-two scaling]: scale-equivariant methods (k-means, NMF, the RBF
+    kernel's distances) run on ``x / s`` and scale the result back. Dividing by a power
+    of two is exact in binary floating point, so on data of ordinary magnitude the
+    results are bit for bit those of the unscaled computation, while data near the ends
+    of the dtype's range (``1e30`` or ``1e-30`` in float32) no longer overflows or
+    underflows in the squares and products inside. ``dims``: reduce over the last
+    ``dims`` dimensions only (one scale per batch entry, kept as size-1 dimensions);
+    None reduces everything to a scalar.
+    """
+    peak = None
+    for t in tensors:
+        t = t.detach()
+        a = torch.where(torch.isfinite(t), t.abs(), 0)
+        a = a.amax() if dims is None else a.amax(dim=tuple(range(-dims, 0)), keepdim=True)
+        peak = a if peak is None else torch.maximum(peak, a)
+    assert peak is not None
+    return pow2_at_least(peak)

@@ -89,6 +89,48 @@ def check_finite(name: str, x: Tensor, what: str = "input") -> None:
         raise ValueError(f"{name}: expected a finite {what}, got {n_bad} NaN or infinite entries")
 
 
+def is_traced(x: Tensor) -> bool:
+    """Whether ``x`` flows through ``torch.compile`` tracing or a ``torch.func`` transform,
+    where a data-dependent branch (a finiteness check) cannot run."""
+    if torch.compiler.is_compiling():
+        return True
+    functorch = getattr(torch._C, "_functorch", None)
+    wrapped = getattr(functorch, "is_functorch_wrapped_tensor", None)
+    return bool(wrapped is not None and wrapped(x))
+
+
+def nonfinite_rows(x: Tensor) -> Tensor:
+    """Boolean ``(*)`` mask of the rows (vectors along the last dimension) of ``x`` ``(*, d)``
+    that hold a NaN or an infinity; no synchronisation."""
+    return ~torch.isfinite(x).all(-1)
+
+
+def check_finite_rows(name: str, x: Tensor, what: str = "X", *, hint: str = "") -> None:
+    """Raise ``ValueError`` naming how many rows of ``x`` ``(*, d)`` hold NaN or infinity
+    and the first of them (Note [NaN policy] in :mod:`lamods.base`).
+
+    Costs one reduction and one device synchronisation when ``x`` is finite. Skipped
+    while ``torch.compile`` traces and inside ``torch.func`` transforms (a data-dependent
+    branch cannot run there); callers keep such rows local to their own output rows.
+    ``hint`` is appended to the message.
+    """
+    if x.dim() == 0 or x.numel() == 0 or is_traced(x) or not count_nonfinite(x):
+        return
+    bad = nonfinite_rows(x)
+    n_rows = int(bad.sum())
+    first = int(bad.reshape(-1).nonzero()[0, 0])
+    lead = x.shape[:-1]
+    if len(lead) == 0:
+        raise ValueError(f"{name}: expected a finite {what}, got NaN or infinite entries{hint}")
+    if len(lead) == 1:
+        where = f"row {first}"
+    else:
+        where = f"index {tuple(int(i) for i in torch.unravel_index(torch.tensor(first), lead))}"
+    raise ValueError(f"{name}: expected finite rows in {what}, got {n_rows} "
+                     f"row{'s' if n_rows != 1 else ''} with NaN or infinite entries "
+                     f"(first: {where}){hint}")
+
+
 def check_matrix(name: str, A: object, what: str = "input") -> Tensor:
     """Check that ``A`` is a non-empty floating-point tensor of shape ``(*, m, n)``."""
     if not isinstance(A, Tensor):

@@ -18,6 +18,30 @@ The protocol, shared by every subclass:
   integer and bool inputs to the fitted dtype (differentiably) and return results
   in the fitted dtype; a tensor on another device is an error (move it); an
   array-like goes to the module's device.
+- Note [NaN policy], one rule per kind of module:
+
+  * fit-style modules (this base) refuse non-finite data. ``fit``, ``fit_transform``,
+    ``partial_fit`` and the like check their training data and targets once per call
+    (:meth:`Estimator._fit_input`, :meth:`Estimator._fit_target`) and raise
+    ``ValueError`` counting the NaN or infinite entries. The methods that use a fitted
+    module (``predict``, ``transform``, ``inverse_transform``, ``forward``, ``score``)
+    check their input once per call (:meth:`Estimator._input`) and raise ``ValueError``
+    naming how many rows hold NaN or infinity and the first such row. The check is one
+    reduction and one device synchronisation; it cannot run while ``torch.compile``
+    traces or inside ``torch.func`` transforms, and there a NaN row gives NaN in its own
+    output row only (a cluster label of such a row is -1, never a real cluster);
+  * layers (``nn.Module``\ s used inside networks: kernels, random features,
+    projections, low-rank layers, whitening in eval mode) keep torch's semantics and do
+    not check: a NaN or infinite input row gives non-finite values in its own output row
+    (and its own row and column of a Gram matrix) only, never in other rows;
+  * layers that learn batch statistics (whitening in training mode) refuse a batch
+    with a non-finite row, with the error above, and leave their running statistics as
+    they were;
+  * iterative fits (Lloyd, NMF's MU and HALS, gradient descent, SGD, ALS) watch their
+    loss or iterate and raise :class:`~lamods.exceptions.ConvergenceError` naming the
+    iteration (and the step size where there is one) instead of returning NaN;
+  * fitted buffers that hold training data (``X_fit_``, ``landmarks_``) are copies: no
+    module keeps a reference to the caller's data, so changing it later changes nothing.
 - ``n_features_in_``: the width seen by ``fit`` (0 before).
 - ``get_params()`` / ``set_params()`` follow scikit-learn's contract (constructor
   arguments only, stored unmodified), so ``sklearn.base.clone`` works.
@@ -41,6 +65,7 @@ from lamods._validation import (
     check_data,
     check_device,
     check_features,
+    check_finite_rows,
     check_float_dtype,
 )
 from lamods.exceptions import NotFittedError
@@ -160,8 +185,11 @@ class Estimator(nn.Module):
         return y
 
     def _input(self, method: str, X: object, *, what: str = "X",
-               width: int | None = None) -> Tensor:
-        """Input of a fitted method ``(*, width)`` in the fitted dtype (Note [input dtype rule])."""
+               width: int | None = None, finite: bool = True) -> Tensor:
+        """Input of a fitted method ``(*, width)`` in the fitted dtype (Note [input dtype rule]).
+
+        With ``finite``, a row holding NaN or infinity raises (Note [NaN policy]).
+        """
         self._check_fitted(method)
         name = f"{type(self).__name__}.{method}"
         ref = self._fitted_reference()
@@ -169,6 +197,8 @@ class Estimator(nn.Module):
             check_device(name, X, ref, what="the module's")
         X = as_float_tensor(name, X, what=what, dtype=ref.dtype, device=ref.device)
         check_features(name, X, self.n_features_in_ if width is None else width)
+        if finite:
+            check_finite_rows(name, X, what)
         return X
 
     def _adopt(self, dtype: torch.dtype, device: torch.device) -> None:

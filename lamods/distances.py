@@ -5,19 +5,30 @@ the projections' distortion checks share.
 
 is one matrix product, but it cancels badly for points far from the origin
 relative to their spread. Note [centring trick]: distances are translation
-invariant, so both sets are first centred on the mean of ``X``; the result is
-clamped at 0 (rounding can make it slightly negative) and, for the distances of
-a set to itself, the diagonal is exactly 0. :func:`pairwise_sq_distances` and
-:func:`paired_sq_distances` take exact differences instead (no cancellation at
-all), for checks where every digit counts.
+invariant, so both sets are first centred on the mean of ``X``'s finite rows
+(:func:`finite_center`: a NaN or infinite row must not reach the centre, or it would
+spread into every distance); the result is clamped at 0 (rounding can make it
+slightly negative) and, for the distances of a set to itself, the diagonal is exactly 0.
+Note [power-of-two scaling] (:mod:`lamods._precision`): the centred sets are divided
+by a power of two near their largest finite entry before squaring and the result
+multiplied back, so data at ``1e30`` or ``1e-30`` in float32 neither overflows to NaN
+nor underflows to 0 in the squares (distances whose true value overflows are ``inf``).
+:func:`pairwise_sq_distances` and :func:`paired_sq_distances` take exact differences
+instead (no cancellation at all), for checks where every digit counts.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import Tensor
 
+from lamods._precision import pow2_at_least
+
 __all__ = [
+    "ScaledFrame",
+    "finite_center",
     "paired_sq_distances",
     "pairwise_sq_distances",
     "partial_sq_distances",
@@ -32,6 +43,90 @@ def _diag_mask(n: int, m: int, offset: int, device: torch.device) -> Tensor:
     return c[None, :] == (r[:, None] + offset)
 
 
+def _row_peaks(X: Tensor) -> Tensor:
+    """``max_k |x_ik|`` per row ``(*, n, 1)``; NaN for a NaN row, inf for a row holding inf.
+
+    As ``max(max_k x_ik, -min_k x_ik)``: two plain reductions, about 5x faster on CPU
+    than ``vector_norm(ord=inf)`` or ``abs().amax()``.
+    """
+    X = X.detach()
+    return torch.maximum(X.amax(-1, keepdim=True), X.amin(-1, keepdim=True).neg())
+
+
+def _finite_center(X: Tensor, peaks: Tensor) -> Tensor:
+    ok = torch.isfinite(peaks)  # (*, n, 1): the finite rows
+    total = torch.where(ok, X.detach(), 0).sum(-2, keepdim=True)
+    return total / ok.sum(-2, keepdim=True).clamp_min(1).to(X.dtype)
+
+
+def finite_center(X: Tensor) -> Tensor:
+    r"""Mean ``(*, 1, d)`` of the finite rows of ``X`` ``(*, n, d)``, detached (0 if none).
+
+    The reference point of Note [centring trick]: a NaN or infinite row of ``X`` is left
+    out, so it cannot reach the distances of the other rows.
+
+    Examples::
+
+        >>> finite_center(torch.tensor([[1.0, 2.0], [float("nan"), 0.0], [3.0, 4.0]]))
+        tensor([[2., 3.]])
+    """
+    return _finite_center(X, _row_peaks(X))
+
+
+class ScaledFrame(NamedTuple):
+    r"""Centred, power-of-two-scaled coordinates :math:`x' = (x - c) / s`, detached.
+
+    Note [centring trick] and Note [power-of-two scaling] together, for the methods
+    that only need distances (k-means, the RBF kernel, kNN graphs): :math:`c` is the mean
+    of the finite rows of the reference set ``X`` and :math:`s` a power of two with
+    :math:`\max |x - c| \le \max |x| + \max |c| < 2 s` over ``X`` and the other sets
+    (their finite rows). :meth:`apply` and :meth:`back` are then exact on data of
+    ordinary size (the same digits as without scaling), data at ``1e30`` or ``1e-30``
+    in float32 neither overflow nor underflow in the squares, and distances are
+    :math:`\|x - y\| = s \|x' - y'\|` (:meth:`back_length`, :meth:`back_sq`). Cost: one
+    reduction pass over each set and two more over ``X`` for the centre. The centre's
+    sum itself overflows only for data near the dtype's largest value times ``1/n``.
+    Shapes: ``c`` ``(*, 1, d)`` and ``s`` ``(*, 1, 1)``, broadcasting against
+    ``(*, n, d)`` data (and against 2-D data).
+    """
+
+    c: Tensor
+    s: Tensor
+
+    @classmethod
+    def of(cls, X: Tensor, *others: Tensor) -> ScaledFrame:
+        """The frame of ``X`` ``(*, n, d)`` (centred on its finite rows), scaled for ``X``
+        and ``others`` (same width)."""
+        peaks = _row_peaks(X)
+        c = _finite_center(X, peaks)
+        peak = None
+        for p in (peaks, *(_row_peaks(t) for t in others)):
+            p = torch.where(torch.isfinite(p), p, 0).amax(-2, keepdim=True)  # (*, 1, 1)
+            peak = p if peak is None else torch.maximum(peak, p)
+        assert peak is not None
+        # max |x - c| <= max |x| + max |c| (a bound: a larger power of two is as exact)
+        peak = peak + c.abs().amax(-1, keepdim=True)
+        return cls(c, pow2_at_least(peak))
+
+    def apply(self, X: Tensor) -> Tensor:
+        """:math:`x' = (x - c) / s`, in one pass (differentiable in ``X``)."""
+        inv = 1 / self.s  # a power of two: x / s = x * inv exactly
+        return torch.addcmul(-self.c * inv, X, inv)
+
+    def back(self, Xp: Tensor) -> Tensor:
+        """:math:`x = x' s + c`."""
+        return torch.addcmul(self.c, Xp, self.s)
+
+    def back_length(self, d: Tensor) -> Tensor:
+        """A distance in the original units: :math:`s d'`."""
+        return d * self.s
+
+    def back_sq(self, d2: Tensor) -> Tensor:
+        """A squared distance in the original units: :math:`s^2 d'^2` (``s^2`` itself may
+        overflow or underflow, so in two steps)."""
+        return d2 * self.s * self.s
+
+
 def sq_distances(X: Tensor, Y: Tensor | None = None, *, center: bool = True,
                  diag_offset: int | None = None) -> Tensor:
     r"""Squared distances :math:`\|x_i - y_j\|^2` of rows ``X`` ``(*, n, d)`` and ``Y``
@@ -39,8 +134,9 @@ def sq_distances(X: Tensor, Y: Tensor | None = None, *, center: bool = True,
 
     Args:
         X, Y: the two sets of rows (``Y`` omitted: ``X`` against itself, exact 0 diagonal).
-        center: centre both on the mean of ``X`` first (Note [centring trick]); pass
-            False when the caller has centred already (e.g. per block of rows).
+        center: centre both on the mean of ``X``'s finite rows and scale them by a power
+            of two first (Note [centring trick], Note [power-of-two scaling]); pass False
+            when the caller has done so already (e.g. per block of rows).
         diag_offset: treat ``X`` as rows ``diag_offset..`` of ``Y``: the entries
             ``(i, diag_offset + i)`` are exactly 0 (a row block of a self-distance matrix).
 
@@ -55,10 +151,13 @@ def sq_distances(X: Tensor, Y: Tensor | None = None, *, center: bool = True,
     if same and diag_offset is None:
         diag_offset = 0
     Y = X if Y is None else Y
+    frame = None
     if center:
-        c = X.detach().mean(dim=-2, keepdim=True)
-        X = X - c
-        Y = X if same else Y - c
+        # Note [centring trick], Note [power-of-two scaling]: exact scaling, so the digits
+        # are those of the unscaled data
+        frame = ScaledFrame.of(X, *(() if same else (Y,)))
+        X = frame.apply(X)
+        Y = X if same else frame.apply(Y)
     if not (torch.is_grad_enabled() and (X.requires_grad or Y.requires_grad)):
         # the same formula without autograd: in place, one (n, m) buffer
         D = X @ Y.mT
@@ -66,13 +165,15 @@ def sq_distances(X: Tensor, Y: Tensor | None = None, *, center: bool = True,
             Y.square().sum(-1).unsqueeze(-2)).clamp_min_(0)
         if diag_offset is not None:
             D.diagonal(diag_offset, dim1=-2, dim2=-1).zero_()
+        if frame is not None:
+            D.mul_(frame.s).mul_(frame.s)  # back_sq, in place
         return D
     # ||x - y||^2 = ||x||^2 + ||y||^2 - 2 <x, y>, clamped at 0
     D = (X.square().sum(-1, keepdim=True) + Y.square().sum(-1).unsqueeze(-2)
          - 2 * X @ Y.mT).clamp_min(0)
     if diag_offset is not None:
         D = D.masked_fill(_diag_mask(X.shape[-2], Y.shape[-2], diag_offset, X.device), 0.0)
-    return D
+    return D if frame is None else frame.back_sq(D)
 
 
 def partial_sq_distances(X: Tensor, C: Tensor, c_sq: Tensor | None = None) -> Tensor:

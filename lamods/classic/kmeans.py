@@ -18,7 +18,10 @@ distances come from one matrix product per step, batched on CPU or CUDA:
 .. math:: \|x - c\|^2 = \|x\|^2 - 2 x^T c + \|c\|^2 ,
 
 on data centered first (as scikit-learn does) so the cancellation in this
-expansion stays small. Note [blocked assign]: on CPU the assign step runs over
+expansion stays small, and divided by a power of two near its largest entry so that
+float32 data at ``1e-30`` or ``1e30`` neither underflow nor overflow in the squares
+(Note [k-means scaling] in :mod:`lamods._lloyd`; exact, so ordinary data give the
+same digits). Note [blocked assign]: on CPU the assign step runs over
 blocks of about :math:`2^{16}/k` rows, so each block's distances, argmin and
 per-cluster sums stay in cache (about 1.4x faster than one pass at 100000 x
 64, k = 16); on GPU it is one pass. An empty cluster is moved to the point farthest from
@@ -40,7 +43,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lamods._lloyd import kmeans_plusplus_rows, lloyd
+from lamods._lloyd import center_scale, kmeans_plusplus_index, kmeans_plusplus_rows, lloyd
 from lamods._random import check_randomness, make_generator
 from lamods._validation import (
     as_float_tensor,
@@ -49,9 +52,10 @@ from lamods._validation import (
     check_finite,
     check_nonnegative,
     check_positive_int,
+    nonfinite_rows,
 )
 from lamods.base import Estimator
-from lamods.distances import partial_sq_distances
+from lamods.distances import ScaledFrame, partial_sq_distances
 
 __all__ = ["KMeans", "kmeans_plusplus"]
 
@@ -80,7 +84,8 @@ def kmeans_plusplus(X: Tensor, n_clusters: int, *, n_local_trials: int | None = 
     k = check_positive_int("kmeans_plusplus", "n_clusters", n_clusters)
     if k > n:
         raise ValueError(f"kmeans_plusplus: expected n_clusters <= n_samples = {n}, got {k}")
-    return kmeans_plusplus_rows(X, X.square().sum(1), k, n_local_trials, generator)
+    Xs, x_sq, _ = center_scale(X)  # Note [k-means scaling]
+    return X[kmeans_plusplus_index(Xs, x_sq, k, n_local_trials, generator)]
 
 
 class KMeans(Estimator):
@@ -174,10 +179,8 @@ class KMeans(Estimator):
         k = self.n_clusters
         if k > n:
             raise ValueError(f"{name}: expected n_clusters <= n_samples = {n}, got {k}")
-        work = X
-        mean = work.mean(0)
-        Xc = work - mean  # centered, for an accurate ||x||^2 - 2 x^T c + ||c||^2
-        x_sq = Xc.square().sum(1)
+        # centered and scaled (Note [k-means scaling]): x = frame.back(x')
+        Xc, x_sq, frame = center_scale(X)
         # tol relative to the mean per-feature variance (of centered data: sum x^2 / (n d))
         tol = self.tol * float(x_sq.sum()) / (n * d)
         gen = make_generator(name, self.seed)
@@ -186,27 +189,40 @@ class KMeans(Estimator):
         for _ in range(n_runs):
             if isinstance(self.init, Tensor):
                 check_features(name, self.init, d)
-                C = self.init.to(device=X.device, dtype=work.dtype) - mean
+                C = frame.apply(self.init.to(device=X.device, dtype=X.dtype))
             elif self.init == "k-means++":
                 C = kmeans_plusplus_rows(Xc, x_sq, k, None, gen)
             else:
                 C = Xc[torch.randperm(n, generator=gen).to(X.device)[:k]]
-            run = lloyd(Xc, x_sq, C, self.max_iter, tol)
+            run = lloyd(Xc, x_sq, C, self.max_iter, tol, name=name)
             if best is None or float(run[2]) < float(best[2]):
                 best = run
         C, labels, inertia, n_iter = best
-        self.cluster_centers_ = C + mean
-        self.inertia_ = inertia
+        self.cluster_centers_ = frame.back(C)
+        self.inertia_ = frame.back_sq(inertia).reshape(())
         self.labels_ = labels
         self.n_iter_ = torch.tensor(n_iter, dtype=torch.int64, device=X.device)
         return self
 
+    def _frame(self, X: Tensor) -> tuple[Tensor, Tensor, ScaledFrame]:
+        """``(X', C', frame)``: rows and centers centred on the centers' mean and scaled
+        (Note [k-means scaling]), so ``||x - c|| = frame.back_length(||x' - c'||)``."""
+        frame = ScaledFrame.of(self.cluster_centers_, X)
+        return frame.apply(X), frame.apply(self.cluster_centers_), frame
+
     def predict(self, X: object) -> Tensor:
-        r"""Index of the nearest center, :math:`\arg\min_j \|x - c_j\|^2`: ``(*, d) -> (*)``."""
+        r"""Index of the nearest center, :math:`\arg\min_j \|x - c_j\|^2`: ``(*, d) -> (*)``.
+
+        A row holding NaN or infinity raises (Note [NaN policy] in :mod:`lamods.base`);
+        where that check cannot run (``torch.compile``, ``torch.func``) its label is -1.
+        """
         X = self._input("predict", X)
         flat = X.reshape(-1, X.shape[-1])
-        C = self.cluster_centers_
-        return partial_sq_distances(flat, C).argmin(1).reshape(X.shape[:-1])
+        Xs, Cs, _ = self._frame(flat)
+        labels = partial_sq_distances(Xs, Cs).argmin(1)
+        # a non-finite row has no nearest center: -1, never a real cluster
+        labels = labels.masked_fill(nonfinite_rows(flat), -1)
+        return labels.reshape(X.shape[:-1])
 
     def forward(self, X: Tensor) -> Tensor:
         return self.predict(X)
@@ -214,8 +230,10 @@ class KMeans(Estimator):
     def transform(self, X: object) -> Tensor:
         r"""Distances :math:`\|x - c_j\|` to every center: ``(*, d) -> (*, k)`` (differentiable)."""
         X = self._input("transform", X)
-        return torch.cdist(X.reshape(-1, X.shape[-1]), self.cluster_centers_).reshape(
-            *X.shape[:-1], self.n_clusters)
+        Xs, Cs, frame = self._frame(X.reshape(-1, X.shape[-1]))
+        # ||x - c|| = s ||x' - c'|| (Note [k-means scaling])
+        D = frame.back_length(torch.cdist(Xs, Cs))
+        return D.reshape(*X.shape[:-1], self.n_clusters)
 
     def fit_predict(self, X: object, y: object = None) -> Tensor:
         """Fit, then return the training labels ``(n_samples,)``."""

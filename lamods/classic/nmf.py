@@ -40,6 +40,24 @@ decrease relative to the initial error is below ``tol``; HALS when the
 projected-gradient norm relative to the first iteration's is below ``tol``.
 ``reconstruction_err_`` is :math:`\sqrt{2 \cdot \text{divergence}}`
 (:math:`\|X - WH\|_F` for Frobenius), as scikit-learn.
+
+Note [NMF scaling]: both losses are scale-covariant (:math:`X \to sX` is solved by
+:math:`W \to \sqrt s W, H \to \sqrt s H`, and the updates commute with it). The
+:math:`\epsilon` guards and the NNDSVDa fill (:math:`\bar X`) are scikit-learn's, in
+absolute units, so they are not; data whose largest entry lies in
+:math:`[2^{-10}, 2^{10}]` are used as they are (the same run as scikit-learn's). Outside
+that range ``fit`` runs on :math:`X / s`, :math:`s` an even power of two near
+:math:`\max X`, and scales :math:`W` and :math:`H` back by :math:`\sqrt s`
+(``transform`` solves :math:`X / a = W' (H / b)` with powers of two :math:`a, b` chosen
+the same way for :math:`X` and :math:`H`, and returns :math:`W = W' a / b`): exact in
+binary floating point (Note [power-of-two scaling] in :mod:`lamods._precision`), so
+``NMF`` of :math:`2^{2j} X` is exactly :math:`2^j` times that of :math:`X` there, and
+float32 data at ``1e30`` no longer overflow to NaN nor data at ``1e-30`` underflow to a
+meaningless fit.
+
+An all-zero ``X`` (or batch) gives all-zero :math:`W` and :math:`H` (as scikit-learn).
+A non-finite loss or iterate (checked every 10 iterations and at the end) raises
+:class:`~lamods.exceptions.ConvergenceError` naming the iteration.
 """
 
 from __future__ import annotations
@@ -47,10 +65,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from lamods._precision import pow2_scale
 from lamods._random import check_randomness, generator_device, make_generator
 from lamods._validation import check_choice, check_data, check_nonnegative, check_positive_int
 from lamods.base import Estimator
 from lamods.decomp.randomized import randomized_svd
+from lamods.exceptions import ConvergenceError
 
 __all__ = ["NMF", "beta_divergence"]
 
@@ -60,6 +80,21 @@ _INITS = ("nndsvda", "nndsvd", "random")
 #: guard against division by zero, as scikit-learn (float32 machine epsilon)
 _EPS = float(torch.finfo(torch.float32).eps)
 _EPS64 = float(torch.finfo(torch.float64).eps)
+#: iterations between two divergence checks (one synchronisation each)
+_CHECK_EVERY = 10
+#: data whose largest entry lies within [2^-_RANGE, 2^_RANGE] are not rescaled
+_RANGE = 10
+
+
+def _working_scale(*tensors: Tensor, even: bool = False) -> Tensor:
+    """1, or a power of two near the largest entry when it lies outside
+    :math:`[2^{-10}, 2^{10}]` (Note [NMF scaling]); an even power with ``even``."""
+    s = pow2_scale(*tensors)
+    _, e = torch.frexp(s)  # s = 2^(e - 1)
+    if even:  # |x| / s < 4 then; never s * 2, which may overflow
+        s = torch.where((e - 1) % 2 == 1, s / 2, s)
+    inside = ((e - 1).abs() <= _RANGE)
+    return torch.where(inside, torch.ones_like(s), s)
 
 
 def beta_divergence(X: Tensor, W: Tensor, H: Tensor, beta_loss: str) -> Tensor:
@@ -69,10 +104,11 @@ def beta_divergence(X: Tensor, W: Tensor, H: Tensor, beta_loss: str) -> Tensor:
         # 1/2 ||X - WH||_F^2
         return (X - WH).square().sum() / 2
     WH = WH.clamp_min(_EPS)
-    # sum X log(X / WH) - X + WH
+    # sum X log(X / WH) - X + WH, with log(X / WH) = log X - log WH: X / WH underflows to 0
+    # (log -> -inf) for a subnormal X, its logarithm does not
     Xs = torch.where(X > 0, X, torch.ones_like(X))
-    return torch.where(X > 0, X * torch.log(Xs / WH), torch.zeros_like(X)).sum() - X.sum() + \
-        WH.sum()
+    return torch.where(X > 0, X * (torch.log(Xs) - torch.log(WH)),
+                       torch.zeros_like(X)).sum() - X.sum() + WH.sum()
 
 
 def _initialize(X: Tensor, k: int, init: str, gen: torch.Generator | None) -> tuple[Tensor, ...]:
@@ -248,10 +284,23 @@ class NMF(Estimator):
     def _error(self, X: Tensor, W: Tensor, H: Tensor) -> Tensor:
         return (2 * beta_divergence(X, W, H, self.beta_loss)).clamp_min(0).sqrt()
 
-    def _solve(self, X: Tensor, W: Tensor, H: Tensor, update_h: bool) -> tuple[Tensor, ...]:
+    def _diverged(self, name: str, it: int, what: str) -> ConvergenceError:
+        solver = ("multiplicative updates" if self.solver == "mu" else "HALS sweeps")
+        return ConvergenceError(f"{name}: the {solver} diverged: non-finite {what} at "
+                                f"iteration {it} (checked every {_CHECK_EVERY} iterations "
+                                "and at the end)")
+
+    def _check_iterate(self, name: str, it: int, W: Tensor, H: Tensor) -> None:
+        if not bool(torch.isfinite(W.sum() + H.sum())):  # a NaN or inf anywhere
+            raise self._diverged(name, it, "W or H")
+
+    def _solve(self, name: str, X: Tensor, W: Tensor, H: Tensor,
+               update_h: bool) -> tuple[Tensor, ...]:
         it = 0
         if self.solver == "mu":  # else "hals" / "cd"
             err0 = prev = float(self._error(X, W, H)) if self.tol > 0 else 0.0
+            if self.tol > 0 and err0 == 0:
+                return W, H, it  # X = WH already (e.g. an all-zero X): nothing to improve
             for it in range(1, self.max_iter + 1):
                 W = _mu_w(X, W, H, self.beta_loss)
                 if update_h:
@@ -259,11 +308,16 @@ class NMF(Estimator):
                 if self.beta_loss == "kullback-leibler" and update_h:
                     # as scikit-learn: tiny entries of H snap to 0 (stability for beta <= 1)
                     H = H.masked_fill(H < _EPS64, 0)
-                if self.tol > 0 and it % 10 == 0:
-                    err = float(self._error(X, W, H))
-                    if (prev - err) / err0 < self.tol:
-                        break
-                    prev = err
+                if it % _CHECK_EVERY == 0:
+                    if self.tol > 0:
+                        err = float(self._error(X, W, H))
+                        if not err < float("inf"):  # NaN or inf
+                            raise self._diverged(name, it, "loss")
+                        if (prev - err) / err0 < self.tol:
+                            break
+                        prev = err
+                    else:
+                        self._check_iterate(name, it, W, H)
         else:
             v0 = None
             for it in range(1, self.max_iter + 1):  # noqa: B007 (it is returned)
@@ -274,9 +328,14 @@ class NMF(Estimator):
                     v = v + vh if v is not None else None
                 if v is not None:
                     v = float(v)
+                    if not v < float("inf"):  # NaN or inf
+                        raise self._diverged(name, it, "projected gradient")
                     v0 = v if v0 is None else v0
                     if v0 == 0 or v / v0 <= self.tol:
                         break
+                elif it % _CHECK_EVERY == 0:
+                    self._check_iterate(name, it, W, H)
+        self._check_iterate(name, it, W, H)
         return W, H, it
 
     @torch.no_grad()
@@ -285,18 +344,24 @@ class NMF(Estimator):
         name = f"{type(self).__name__}.fit"
         X = self._fit_input("fit", X)
         self._check_nonneg("fit", X)
-        work = X
         k = self.n_components
         if self.init != "random" and k > min(X.shape):
             raise ValueError(f"{name}: expected n_components <= min(n_samples, n_features) = "
                              f"{min(X.shape)} with init={self.init!r}, got {k}; use "
                              "init='random'")
+        # Note [NMF scaling]: X / s, s = 4^j (exact, and so is sqrt(s) = 2^j)
+        s = _working_scale(X, even=True)
+        root = s.sqrt()
+        work = X / s
         W, H = _initialize(work, k, self.init, make_generator(name, self.seed))
-        W, H, it = self._solve(work, W, H, update_h=True)
-        self.components_ = H
-        self.reconstruction_err_ = self._error(work, W, H)
+        W, H, it = self._solve(name, work, W, H, update_h=True)
+        self.components_ = H * root
+        err = self._error(work, W, H)
+        # ||X - WH||_F scales with s; sqrt(2 KL) with sqrt(s)
+        self.reconstruction_err_ = err * root * (root if self.beta_loss == "frobenius" else 1)
         self.n_iter_ = torch.tensor(it, dtype=torch.int64, device=X.device)
-        return W
+        # an all-zero row of X is exactly fitted by a zero row of W (both losses)
+        return (W * root).masked_fill((X == 0).all(1, keepdim=True), 0)
 
     def fit(self, X: object, y: object = None) -> NMF:
         """Fit on non-negative ``X`` ``(n_samples, n_features)``; returns ``self``."""
@@ -308,17 +373,25 @@ class NMF(Estimator):
         r""":math:`W \ge 0` for rows ``X`` ``(*, d)`` with :math:`H` fixed: ``(*, k)``.
 
         Runs the solver's W updates (``max_iter``, ``tol``) from the constant
-        :math:`\sqrt{\bar X / k}`, as scikit-learn.
+        :math:`\sqrt{\bar X / k}`, as scikit-learn (on :math:`X / a` and :math:`H / b`
+        outside the ordinary range, Note [NMF scaling]); an all-zero row gives an all-zero
+        row of :math:`W`.
         """
+        name = f"{type(self).__name__}.transform"
         X = self._input("transform", X)
         work = X.reshape(-1, X.shape[-1])
-        check_data(f"{type(self).__name__}.transform", work)
+        check_data(name, work)
         self._check_nonneg("transform", work)
-        H = self.components_
-        avg = float((work.mean() / self.n_components).sqrt())
+        # Note [NMF scaling]: X = W H is solved as X / a = W' (H / b), W = W' a / b
+        a, b = _working_scale(work), _working_scale(self.components_)
+        Xw, H = work / a, self.components_ / b
+        avg = float((Xw.mean() / self.n_components).sqrt())
         W = torch.full((work.shape[0], self.n_components), avg, dtype=work.dtype,
                        device=work.device)
-        W, _, _ = self._solve(work, W, H, update_h=False)
+        # an all-zero row is exactly fitted by a zero row of W, which the updates keep
+        W = W.masked_fill((work == 0).all(1, keepdim=True), 0)
+        W, _, _ = self._solve(name, Xw, W, H, update_h=False)
+        W = W * (a / b)
         return W.reshape(*X.shape[:-1], self.n_components)
 
     def forward(self, X: Tensor) -> Tensor:

@@ -48,11 +48,12 @@ from lamods._validation import (
     check_positive_int,
     check_rank_k,
     check_symmetric_finite,
+    is_traced,
 )
 from lamods.base import Estimator
 from lamods.classic.kmeans import KMeans
 from lamods.decomp.eigh import eigh
-from lamods.distances import sq_distances
+from lamods.distances import ScaledFrame, sq_distances
 from lamods.layers.kernels import RBFKernel
 
 __all__ = ["SpectralClustering", "affinity_matrix", "laplacian", "spectral_embedding"]
@@ -293,7 +294,10 @@ class SpectralClustering(Estimator):
         if self.affinity == "nearest_neighbors" and self.n_neighbors > n:
             raise ValueError(f"{name}: expected n_neighbors <= n_samples = {n}, "
                              f"got {self.n_neighbors}")
-        W = affinity_matrix(X, affinity=self.affinity, gamma=self.gamma,
+        # kNN: only the order of distances matters; scaled so that it survives float32 data
+        # at 1e30 or 1e-30 (see _knn_frame)
+        G = X if self.affinity == "rbf" else self._knn_frame(X)[0]
+        W = affinity_matrix(G, affinity=self.affinity, gamma=self.gamma,
                             n_neighbors=self.n_neighbors)
         rows, lam, U, deg = _embed(W, k, self.laplacian)
         self.kmeans.fit(rows)
@@ -305,17 +309,48 @@ class SpectralClustering(Estimator):
         self.X_fit_ = X.clone()
         return self
 
+    @staticmethod
+    def _knn_frame(ref: Tensor, *tensors: Tensor) -> list[Tensor]:
+        """``ref`` and ``tensors`` centred on ``ref``'s mean and divided by a power of two
+        (exact): the kNN graph depends only on the order of distances, which this keeps,
+        while float32 data at ``1e30`` or ``1e-30`` no longer overflow or underflow in the
+        squared distances (Note [power-of-two scaling] in :mod:`lamods._precision`)."""
+        frame = ScaledFrame.of(ref, *tensors)
+        return [frame.apply(t) for t in (ref, *tensors)]
+
     def transform(self, X: object) -> Tensor:
-        r"""Nystrom-extended embedding rows ``(M, k)`` of new points ``X`` ``(M, d)``."""
-        X = self._input("transform", X)
+        r"""Nystrom-extended embedding rows ``(M, k)`` of new points ``X`` ``(M, d)``.
+
+        A row of ``X`` holding NaN or infinity raises (Note [NaN policy] in
+        :mod:`lamods.base`), and so does a row with zero affinity to every training point
+        (an RBF graph underflows to 0 beyond a distance of about
+        :math:`\sqrt{-\ln(\text{tiny}) / \gamma}`): its extension
+        :math:`\sum_j w(x, x_j) u_j / d(x)` is 0/0, and a label for it would be arbitrary.
+        """
+        return self._transform("transform", X)
+
+    def _transform(self, method: str, X: object) -> Tensor:
+        X = self._input(method, X)
         flat = X.reshape(-1, X.shape[-1])
         if self.affinity == "rbf":
             w = _rbf(flat, self.X_fit_, self.gamma)
         else:
-            w = _knn(sq_distances(flat, self.X_fit_), self.n_neighbors)
+            ref, q = self._knn_frame(self.X_fit_, flat)
+            w = _knn(sq_distances(q, ref), self.n_neighbors)
         lam, U, deg = self.eigenvalues_, self.eigenvectors_, self.degrees_
         d_new = w.sum(-1, keepdim=True)
         tiny = torch.finfo(w.dtype).tiny
+        isolated = d_new[:, 0] <= 0
+        if not is_traced(flat):
+            n_iso = int(isolated.sum())
+            if n_iso:
+                first = int(isolated.nonzero()[0, 0])
+                raise ValueError(
+                    f"SpectralClustering.{method}: expected every row of X to have a positive "
+                    f"affinity to some training point, got {n_iso} row"
+                    f"{'s' if n_iso != 1 else ''} with zero affinity to all of them (first: "
+                    f"row {first}); the Nystrom extension is undefined there (use a smaller "
+                    f"gamma than {self.gamma:g} for a wider RBF graph)")
         if self.laplacian == "unnormalized":
             # u(x) = sum_j w(x, x_j) u_j / (d(x) - lambda)
             E = (w @ U) / (d_new - lam)
@@ -324,12 +359,18 @@ class SpectralClustering(Estimator):
             E = ((w * deg.clamp_min(tiny).rsqrt()) @ U) / d_new.clamp_min(tiny).sqrt()
             E = E / (1 - lam)
             E = E / torch.linalg.vector_norm(E, dim=-1, keepdim=True).clamp_min(tiny)
+        # where the checks cannot run (torch.compile, torch.func): NaN rows, label -1
+        E = E.masked_fill(isolated.unsqueeze(-1), float("nan"))
         return E.reshape(*X.shape[:-1], self.n_clusters)
 
     def predict(self, X: object) -> Tensor:
-        """Cluster labels ``(*)`` of new points ``X`` ``(*, d)`` (Nystrom extension + k-means)."""
-        self._check_fitted("predict")
-        return self.kmeans.predict(self.transform(X))
+        """Cluster labels ``(*)`` of new points ``X`` ``(*, d)`` (Nystrom extension + k-means).
+
+        Raises on a non-finite row or one with no affinity to the training points (see
+        :meth:`transform`); where those checks cannot run such a row is labelled -1.
+        """
+        # a NaN row of the embedding (only where the checks cannot run) is labelled -1
+        return self.kmeans.predict(self._transform("predict", X))
 
     def forward(self, X: Tensor) -> Tensor:
         return self.predict(X)

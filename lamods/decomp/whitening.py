@@ -20,6 +20,14 @@ Like batch normalization: in training mode (or with
 backpropagates through them; it updates ``running_mean`` and ``running_cov``
 (unbiased, :math:`N/(N-1)`) with ``momentum``; in eval mode it whitens with the
 running statistics, a fixed affine map.
+
+NaN (Note [NaN policy] in :mod:`lamods.base`): a batch's statistics mix all its rows,
+so in training mode (and with ``track_running_stats=False``) a batch with a NaN or
+infinite row, or whose covariance overflows the dtype, raises ``ValueError`` and the
+running statistics stay as they were; where that check cannot run (while
+``torch.compile`` traces) such a batch still leaves them unchanged: the update is
+masked by the statistics' finiteness, with no synchronisation. In eval mode the layer
+is a fixed affine map: a NaN row gives NaN in its own output row only.
 """
 
 from __future__ import annotations
@@ -28,7 +36,13 @@ import torch
 from torch import Tensor, nn
 
 from lamods._precision import compute_dtype
-from lamods._validation import check_features, check_like, check_positive_int
+from lamods._validation import (
+    check_features,
+    check_finite_rows,
+    check_like,
+    check_positive_int,
+    is_traced,
+)
 from lamods.decomp.eigh import eigh
 from lamods.decomp.matfun import inv_sqrtm
 
@@ -85,13 +99,27 @@ class _Whitening(nn.Module):
                 # C = (1/N) sum (x - mu)(x - mu)^T
                 C = xc.mT @ xc / N
                 C = (C + C.mT) / 2
+                # finite statistics, in the dtype they are stored in (one synchronisation)
+                ok = (torch.isfinite(mean.detach().to(x.dtype)).all()
+                      & torch.isfinite(C.detach().to(x.dtype)).all())
+                if not is_traced(x2) and not bool(ok):
+                    check_finite_rows(name, x, "the batch",
+                                      hint="; the running statistics were left unchanged")
+                    big = float(x2.detach().abs().amax())
+                    raise ValueError(
+                        f"{name}: expected a batch whose covariance fits in {x.dtype}, got "
+                        f"entries up to {big:.3g} (the covariance overflows); scale the input. "
+                        "The running statistics were left unchanged")
                 if self.training and self.track_running_stats:
                     with torch.no_grad():
                         m = self.momentum
-                        self.running_mean.mul_(1 - m).add_(mean.detach().to(x.dtype), alpha=m)
                         unbiased = C.detach() * (N / (N - 1))
-                        self.running_cov.mul_(1 - m).add_(unbiased.to(x.dtype), alpha=m)
-                        self.num_batches_tracked.add_(1)
+                        new_mean = self.running_mean * (1 - m) + m * mean.detach().to(x.dtype)
+                        new_cov = self.running_cov * (1 - m) + m * unbiased.to(x.dtype)
+                        # masked, so a bad batch never reaches them (even unchecked)
+                        self.running_mean.copy_(torch.where(ok, new_mean, self.running_mean))
+                        self.running_cov.copy_(torch.where(ok, new_cov, self.running_cov))
+                        self.num_batches_tracked.add_(ok.to(torch.long))
             else:
                 mean = self.running_mean.to(work_dtype)
                 C = self.running_cov.to(work_dtype)

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from lamods._hyperparams import register_log_positive, retype_hyperparameters
-from lamods._lloyd import lloyd
+from lamods._lloyd import center_scale, lloyd
 from lamods._random import check_randomness, generator_device, make_generator
 from lamods._validation import (
     as_float_tensor,
@@ -139,9 +139,9 @@ class NystromFeatures(Estimator):
         idx = torch.randperm(n, generator=gen, device=generator_device(gen))
         L = X[idx[:self.n_landmarks].to(X.device)].clone()
         if self.landmarks == "kmeans":
-            mean = X.mean(0)
-            Xc = X - mean  # centred, as k-means (lamods._lloyd)
-            L = lloyd(Xc, Xc.square().sum(1), L - mean, self.kmeans_iter, 0.0)[0] + mean
+            # centred and scaled, as k-means (Note [k-means scaling] in lamods._lloyd)
+            Xs, x_sq, frame = center_scale(X)
+            L = frame.back(lloyd(Xs, x_sq, frame.apply(L), self.kmeans_iter, 0.0, name=name)[0])
         K = self.kernel_module(L)
         lam, U = eigh(K, validate=False)
         eps = self.jitter if self.jitter is not None else math.sqrt(torch.finfo(K.dtype).eps)

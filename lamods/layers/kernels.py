@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from lamods._hyperparams import register_log_positive
 from lamods._validation import check_features, check_positive, check_positive_int
-from lamods.distances import sq_distances
+from lamods.distances import ScaledFrame, sq_distances
 
 __all__ = [
     "BLOCK_ELEMENTS",
@@ -72,7 +72,13 @@ class Kernel(nn.Module):
     """Base class: ``kernel(X, Y=None)`` returns the Gram matrix ``(*, n, m)``.
 
     Subclasses implement :meth:`_block`, the Gram matrix of a row block of ``X``
-    against all of ``Y`` (both already in the compute dtype).
+    against all of ``Y`` (both already in the compute dtype), and may override
+    :meth:`_prepare`, run once before the blocks, whose third result (``ctx``) every
+    block receives.
+
+    NaN: a kernel is a layer (Note [NaN policy] in :mod:`lamods.base`): it does not
+    check its inputs, and a NaN or infinite row ``i`` of ``X`` (or ``j`` of ``Y``) gives
+    non-finite values in row ``i`` (column ``j``) of the Gram matrix only.
 
     Args:
         block_elements: the largest number of entries one row block's
@@ -84,12 +90,13 @@ class Kernel(nn.Module):
         self.block_elements = check_positive_int(type(self).__name__, "block_elements",
                                                  block_elements)
 
-    def _block(self, Xb: Tensor, Y: Tensor, diag_offset: int | None) -> Tensor:
+    def _block(self, Xb: Tensor, Y: Tensor, diag_offset: int | None, ctx: Any = None) -> Tensor:
         raise NotImplementedError
 
-    def _prepare(self, X: Tensor, Y: Tensor, same: bool) -> tuple[Tensor, Tensor]:
-        """Transform ``X`` and ``Y`` once before the blocks (identity by default)."""
-        return X, Y
+    def _prepare(self, X: Tensor, Y: Tensor, same: bool) -> tuple[Tensor, Tensor, Any]:
+        """Transform ``X`` and ``Y`` once before the blocks (identity by default), and give
+        the ``ctx`` the blocks receive."""
+        return X, Y, None
 
     def forward(self, X: Tensor, Y: Tensor | None = None) -> Tensor:
         name = type(self).__name__
@@ -99,30 +106,30 @@ class Kernel(nn.Module):
         if X.device != Y.device or X.dtype != Y.dtype:
             raise TypeError(f"{name}: expected X and Y with the same device and dtype, got "
                             f"{X.device}/{X.dtype} and {Y.device}/{Y.dtype}")
-        X, Y = self._prepare(X, Y, same)
+        X, Y, ctx = self._prepare(X, Y, same)
         m = Y.shape[-2]
         batch = math.prod(torch.broadcast_shapes(X.shape[:-2], Y.shape[:-2]))
         rows = max(1, self.block_elements // max(1, batch * m))  # (rows, m) per block
         n = X.shape[-2]
         if same and X.dim() == 2 and rows < n and not (torch.is_grad_enabled() and any(
                 t.requires_grad for t in (X, *self.parameters()))):
-            return self._symmetric_blocks(X, rows)
+            return self._symmetric_blocks(X, rows, ctx)
         if rows >= n:
-            K = self._block(X, Y, 0 if same else None)
+            K = self._block(X, Y, 0 if same else None, ctx)
         else:
-            K = torch.cat([self._block(X[..., s:s + rows, :], Y, s if same else None)
+            K = torch.cat([self._block(X[..., s:s + rows, :], Y, s if same else None, ctx)
                            for s in range(0, n, rows)], dim=-2)
         if same:
             K = 0.5 * (K + K.mT)  # exactly symmetric: K = (K + K^T) / 2
         return K
 
-    def _symmetric_blocks(self, X: Tensor, rows: int) -> Tensor:
+    def _symmetric_blocks(self, X: Tensor, rows: int, ctx: Any) -> Tensor:
         """``K(X, X)`` without autograd from its upper block rows (half the work), mirrored."""
         n = X.shape[-2]
         K = X.new_empty(n, n)
         for s in range(0, n, rows):
             e = min(n, s + rows)
-            B = self._block(X[s:e], X[s:], 0)  # K[s:e, s:]
+            B = self._block(X[s:e], X[s:], 0, ctx)  # K[s:e, s:]
             D = B[:, :e - s]
             K[s:e, s:e] = 0.5 * (D + D.mT)  # exactly symmetric diagonal block
             K[s:e, e:] = B[:, e - s:]
@@ -152,8 +159,14 @@ class RBFKernel(_LengthscaleKernel):
     r"""Gaussian kernel :math:`k(x, y) = \exp(-\|x - y\|^2 / (2 l^2))`.
 
     Squared distances come from :func:`lamods.distances.sq_distances`: both sets
-    centred on the mean of ``X`` (less cancellation), clamped at 0, exactly 0 on
-    the diagonal of ``kernel(X)``. scikit-learn's parametrisation
+    centred on the mean of ``X``'s finite rows (less cancellation; a NaN row stays in
+    its own row and column), clamped at 0, exactly 0 on the diagonal of ``kernel(X)``.
+    Note [power-of-two scaling] (:mod:`lamods._precision`): the centred sets are
+    divided by a power of two :math:`s` near their largest entry and the kernel is
+    :math:`\exp(-\|x' - y'\|^2 / (2 (l/s)^2))` on the scaled points
+    (:class:`lamods.distances.ScaledFrame`),
+    the same number (bit for bit on data of ordinary size) with no overflow for data
+    at ``1e30`` and no underflow at ``1e-30`` in float32. scikit-learn's parametrisation
     :math:`\exp(-\gamma \|x - y\|^2)` is the same kernel with
     :math:`\gamma = 1 / (2 l^2)`: pass ``gamma=`` instead of ``lengthscale``.
 
@@ -188,18 +201,25 @@ class RBFKernel(_LengthscaleKernel):
                          learnable_lengthscale=learnable_lengthscale,
                          block_elements=block_elements, device=device, dtype=dtype)
 
-    def _prepare(self, X: Tensor, Y: Tensor, same: bool) -> tuple[Tensor, Tensor]:
-        # Note [centring trick] (lamods.distances), once for all the row blocks
-        c = X.detach().mean(dim=-2, keepdim=True)
-        Xc = X - c
-        return Xc, (Xc if same else Y - c)
+    def _prepare(self, X: Tensor, Y: Tensor, same: bool) -> tuple[Tensor, Tensor, Any]:
+        # Note [centring trick] (lamods.distances), once for all the row blocks, on the
+        # finite rows only (a NaN row must not reach the other rows' distances), and
+        # Note [power-of-two scaling]: x' = (x - c) / s, and l' = l / s (exact)
+        frame = ScaledFrame.of(X, *(() if same else (Y,)))
+        Xs = frame.apply(X)
+        return Xs, (Xs if same else frame.apply(Y)), frame
 
-    def _block(self, Xb: Tensor, Y: Tensor, diag_offset: int | None) -> Tensor:
+    def _block(self, Xb: Tensor, Y: Tensor, diag_offset: int | None, ctx: Any = None) -> Tensor:
         l = self.lengthscale.to(Xb.dtype)  # noqa: E741
+        if ctx is not None:  # l' = l / s, on the scaled points
+            # (one scale: a 0-dim tensor, which elementwise ops treat as a fast scalar)
+            l = l / (ctx.s.reshape(()) if ctx.s.numel() == 1 else ctx.s)  # noqa: E741
         sq = sq_distances(Xb, Y, center=False, diag_offset=diag_offset)
+        # 1 / (2 l^2), finite even where l^2 underflows (then every distinct pair gives 0)
+        half_inv = 0.5 / (l * l).clamp_min(torch.finfo(Xb.dtype).tiny)
         if not (torch.is_grad_enabled() and (sq.requires_grad or l.requires_grad)):
-            return sq.mul_(-0.5 / (l * l)).exp_()  # in place: one (rows, m) buffer
-        return torch.exp(-sq / (2 * l * l))  # k = exp(-||x - y||^2 / (2 l^2))
+            return sq.mul_(-half_inv).exp_()  # in place: one (rows, m) buffer
+        return torch.exp(-sq * half_inv)  # k = exp(-||x - y||^2 / (2 l^2))
 
 
 class LaplacianKernel(_LengthscaleKernel):
@@ -215,7 +235,7 @@ class LaplacianKernel(_LengthscaleKernel):
         tensor([[0.3679]])
     """
 
-    def _block(self, Xb: Tensor, Y: Tensor, diag_offset: int | None) -> Tensor:
+    def _block(self, Xb: Tensor, Y: Tensor, diag_offset: int | None, ctx: Any = None) -> Tensor:
         l = self.lengthscale.to(Xb.dtype)  # noqa: E741
         dist = torch.cdist(Xb, Y, p=1.0)  # ||x - y||_1, exact differences
         return torch.exp(-dist / l)  # k = exp(-||x - y||_1 / l)
@@ -244,7 +264,7 @@ class PolynomialKernel(Kernel):
         self.gamma = gamma
         self.coef0 = float(coef0)
 
-    def _block(self, Xb: Tensor, Y: Tensor, diag_offset: int | None) -> Tensor:
+    def _block(self, Xb: Tensor, Y: Tensor, diag_offset: int | None, ctx: Any = None) -> Tensor:
         gamma = 1.0 / Xb.shape[-1] if self.gamma is None else self.gamma
         return (gamma * (Xb @ Y.mT) + self.coef0) ** self.degree  # (g <x, y> + c0)^p
 
@@ -261,7 +281,7 @@ class LinearKernel(Kernel):
         tensor([[11.]])
     """
 
-    def _block(self, Xb: Tensor, Y: Tensor, diag_offset: int | None) -> Tensor:
+    def _block(self, Xb: Tensor, Y: Tensor, diag_offset: int | None, ctx: Any = None) -> Tensor:
         return Xb @ Y.mT  # k = <x, y>
 
 
@@ -276,7 +296,7 @@ class CosineKernel(Kernel):
         tensor([[0.7071]])
     """
 
-    def _block(self, Xb: Tensor, Y: Tensor, diag_offset: int | None) -> Tensor:
+    def _block(self, Xb: Tensor, Y: Tensor, diag_offset: int | None, ctx: Any = None) -> Tensor:
         # <x, y> / (|x| |y|) through unit rows (zero rows stay zero)
         return F.normalize(Xb, dim=-1) @ F.normalize(Y, dim=-1).mT
 

@@ -511,7 +511,9 @@ def add_adapters(
         model: any ``nn.Module``.
         rank, alpha, init: as in :class:`LowRankAdapter`.
         include, exclude: layer-name patterns (module docstring).
-        inplace: modify ``model`` itself; by default a deep copy.
+        inplace: modify ``model`` itself; by default a deep copy. If wrapping fails
+            part-way (a layer's SVD for ``init="svd"``, a bad ``alpha``), ``model`` is
+            left exactly as it was: its layers, weights and ``requires_grad`` flags.
 
     Returns:
         ``(adapted_model, report)``.
@@ -534,23 +536,42 @@ def add_adapters(
     if not inplace:
         model = copy.deepcopy(model)
     chosen = _select(who, model, include, exclude)
-    for p in model.parameters():
-        p.requires_grad_(False)
-    rows: list[LayerAdapter] = []
-    used_alpha = float(rank) if alpha is None else alpha
-    for cand in chosen:
-        lin = cand.module
-        n, m = lin.in_features, lin.out_features
-        note = cand.skip or (f"rank {rank} > min(in, out) = {min(n, m)}"
-                             if rank > min(n, m) else "")
-        if note:
-            rows.append(LayerAdapter(cand.name, n, m, None, 0, False, note))
-            continue
-        adapter = LowRankAdapter(lin, rank, alpha, init=init)
-        adapter.train(lin.training)
-        model = _replace(model, cand.aliases, adapter)
-        rows.append(LayerAdapter(cand.name, n, m, rank, adapter.A.numel() + adapter.B.numel(),
-                                 True))
+    # what a failure part-way must restore (Note [NaN policy] in lamods.base: a failed
+    # in-place change leaves the model as it was): flags, the wrapped layers, and the
+    # weights an "svd" adapter rewrites in place
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    root = model
+    wrapped: list[tuple[list[str], nn.Linear, torch.Tensor | None]] = []
+    try:
+        for p in model.parameters():
+            p.requires_grad_(False)
+        rows: list[LayerAdapter] = []
+        used_alpha = float(rank) if alpha is None else alpha
+        for cand in chosen:
+            lin = cand.module
+            n, m = lin.in_features, lin.out_features
+            note = cand.skip or (f"rank {rank} > min(in, out) = {min(n, m)}"
+                                 if rank > min(n, m) else "")
+            if note:
+                rows.append(LayerAdapter(cand.name, n, m, None, 0, False, note))
+                continue
+            saved = lin.weight.detach().clone() if init == "svd" else None
+            wrapped.append((cand.aliases, lin, saved))
+            adapter = LowRankAdapter(lin, rank, alpha, init=init)
+            adapter.train(lin.training)
+            model = _replace(model, cand.aliases, adapter)
+            rows.append(LayerAdapter(cand.name, n, m, rank,
+                                     adapter.A.numel() + adapter.B.numel(), True))
+    except BaseException:
+        for aliases, lin, saved in reversed(wrapped):
+            model = _replace(model, aliases, lin)
+            if saved is not None:
+                with torch.no_grad():
+                    lin.weight.copy_(saved)
+        for p, flag in flags:
+            p.requires_grad_(flag)
+        assert model is root
+        raise
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     report = AdapterReport(tuple(rows), trainable, _count(model), rank, used_alpha)
     return model, report
