@@ -50,6 +50,8 @@ def _row_peaks(X: Tensor) -> Tensor:
     than ``vector_norm(ord=inf)`` or ``abs().amax()``.
     """
     X = X.detach()
+    if X.shape[-1] == 0:  # no features: every row is the origin
+        return X.new_zeros(*X.shape[:-1], 1)
     return torch.maximum(X.amax(-1, keepdim=True), X.amin(-1, keepdim=True).neg())
 
 
@@ -99,13 +101,14 @@ class ScaledFrame(NamedTuple):
         and ``others`` (same width)."""
         peaks = _row_peaks(X)
         c = _finite_center(X, peaks)
-        peak = None
+        peak = torch.zeros_like(c[..., :1])  # (*, 1, 1); sets without rows add nothing
         for p in (peaks, *(_row_peaks(t) for t in others)):
-            p = torch.where(torch.isfinite(p), p, 0).amax(-2, keepdim=True)  # (*, 1, 1)
-            peak = p if peak is None else torch.maximum(peak, p)
-        assert peak is not None
+            if p.shape[-2]:
+                p = torch.where(torch.isfinite(p), p, 0).amax(-2, keepdim=True)
+                peak = torch.maximum(peak, p)
         # max |x - c| <= max |x| + max |c| (a bound: a larger power of two is as exact)
-        peak = peak + c.abs().amax(-1, keepdim=True)
+        if c.shape[-1]:
+            peak = peak + c.abs().amax(-1, keepdim=True)
         return cls(c, pow2_at_least(peak))
 
     def apply(self, X: Tensor) -> Tensor:
@@ -147,10 +150,30 @@ def sq_distances(X: Tensor, Y: Tensor | None = None, *, center: bool = True,
         tensor([[0., 1.],
                 [1., 0.]])
     """
+    name = "sq_distances"
+    for what, t in (("X", X), ("Y", Y)):
+        if t is None and what == "Y":
+            continue
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{name}: expected {what} as a torch.Tensor, got {type(t).__name__}")
+        if not t.is_floating_point():
+            raise TypeError(f"{name}: expected a floating-point {what}, got dtype {t.dtype}")
+        if t.dim() < 2:
+            raise ValueError(f"{name}: expected {what} of shape (*, n, d), got shape "
+                             f"{tuple(t.shape)}")
+    if Y is not None and (Y.shape[-1] != X.shape[-1] or Y.dtype != X.dtype
+                          or Y.device != X.device):
+        raise ValueError(f"{name}: expected X and Y with the same width, dtype and device, got "
+                         f"{tuple(X.shape)} {X.dtype} {X.device} and {tuple(Y.shape)} "
+                         f"{Y.dtype} {Y.device}")
     same = Y is None or Y is X
     if same and diag_offset is None:
         diag_offset = 0
     Y = X if Y is None else Y
+    if X.shape[-2] == 0 or Y.shape[-2] == 0 or X.shape[-1] == 0:
+        # no pairs, or no features (every point is the origin): nothing to cancel
+        batch = torch.broadcast_shapes(X.shape[:-2], Y.shape[:-2])
+        return X.new_zeros(*batch, X.shape[-2], Y.shape[-2]) + 0 * X.sum() + 0 * Y.sum()
     frame = None
     if center:
         # Note [centring trick], Note [power-of-two scaling]: exact scaling, so the digits

@@ -27,7 +27,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 import lamods
@@ -161,13 +160,16 @@ def _t(x: Any) -> Tensor:
 
 
 def close(out: Tensor, ref: Tensor, what: str, *, rtol: float = 1e-6,
-          scale: float | None = None, rows: Tensor | None = None) -> None:
+          scale: float | None = None, rows: Tensor | None = None,
+          overflow_nan_ok: bool = False) -> None:
     """``out`` equals ``ref`` to ``rtol`` relative to the reference's scale.
 
     IEEE limits of ``out``'s dtype are respected: where the true value overflows that
     dtype, +-inf is the right answer; an absolute error below 100 x its smallest normal
     number is underflow, not a wrong answer. ``rows``: a boolean mask of the leading
     dimension to compare (layers: rows fed NaN/inf may hold anything).
+    ``overflow_nan_ok``: where the true value overflows, NaN is accepted as well as +-inf
+    (a layer's plain arithmetic: torch's semantics, e.g. ``inf - inf`` in a matmul).
     """
     out64 = out.detach().to(F64)
     if out64.shape != ref.shape:
@@ -177,7 +179,10 @@ def close(out: Tensor, ref: Tensor, what: str, *, rtol: float = 1e-6,
     fin = torch.finfo(out.dtype) if out.is_floating_point() else torch.finfo(F64)
     over = ref.abs() > fin.max
     if bool(over.any()):
-        if not bool((out64[over] == ref[over].sign() * math.inf).all()):
+        if overflow_nan_ok:  # a layer's arithmetic overflowed on the way: inf - inf = NaN
+            if bool(torch.isfinite(out64[over]).any()):
+                raise Wrong(f"{what}: an overflowing value came out finite")
+        elif not bool((out64[over] == ref[over].sign() * math.inf).all()):
             raise Wrong(f"{what}: an overflowing value is not +-inf")
         out64, ref = out64[~over], ref[~over]
     if not bool(torch.isfinite(out64).all()) and bool(torch.isfinite(ref).all()):
@@ -382,15 +387,28 @@ def _check_nmf(X: Any) -> Callable[[Any], None]:
         finite((W, H), "W, H")
         if bool((W < 0).any()) or bool((H < 0).any()):
             raise Wrong("negative factors")
-        err = float((X64 - W @ H).norm())
+        if not bool(X64.any()):  # all zero: W H = 0 exactly (scikit-learn gives zeros too)
+            if bool(W.any()) or float(model.reconstruction_err_) != 0:
+                raise Wrong("non-zero factors of an all-zero matrix")
+            return
         from sklearn.decomposition import NMF as SkNMF
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            ref = SkNMF(2, init="nndsvda", max_iter=500, random_state=0).fit(X64.numpy())
-        if err > 1.5 * ref.reconstruction_err_ + 1e-6 * float(X64.norm()) + 1e-300:
-            raise Wrong(f"reconstruction error {err:.4g} > 1.5 x scikit-learn's "
+            # the same algorithm (multiplicative updates) and budget as ours
+            ref = SkNMF(2, init="nndsvda", solver="mu", max_iter=500,
+                        random_state=0).fit(X64.numpy())
+            ref_W = torch.from_numpy(ref.transform(X64.numpy()))
+        floor = 1e-6 * float(X64.norm()) + 1e-300
+        fit_err = float(model.reconstruction_err_)
+        if fit_err > 1.5 * ref.reconstruction_err_ + floor:
+            raise Wrong(f"reconstruction_err_ {fit_err:.4g} > 1.5 x scikit-learn's "
                         f"{ref.reconstruction_err_:.4g}")
+        err = float((X64 - W @ H).norm())
+        ref_err = float((X64 - ref_W @ torch.from_numpy(ref.components_)).norm())
+        if err > 1.5 * ref_err + floor:
+            raise Wrong(f"transform's reconstruction error {err:.4g} > 1.5 x scikit-learn's "
+                        f"{ref_err:.4g}")
     return check
 
 
@@ -419,11 +437,11 @@ def _check_spectral(X: Any) -> Callable[[Any], None]:
     return check
 
 
-def _check_krr(X: Any, y: Any) -> Callable[[Any], None]:
+def _check_krr(X: Any, y: Any, scale: float = 1.0) -> Callable[[Any], None]:
     def check(model: Any) -> None:
         from sklearn.kernel_ridge import KernelRidge
 
-        X64, y64 = _t(X).numpy(), _t(y).numpy()
+        X64, y64 = _t(X).numpy() / scale, _t(y).numpy()
         ref = KernelRidge(alpha=0.5, kernel="rbf", gamma=0.5).fit(X64, y64).predict(X64)
         out = model(X)
         close(out, torch.from_numpy(ref).reshape(out.shape), "predictions",
@@ -432,14 +450,19 @@ def _check_krr(X: Any, y: Any) -> Callable[[Any], None]:
     return check
 
 
-def _check_nystrom(X: Any) -> Callable[[Any], None]:
+def _check_nystrom(X: Any, scale: float = 1.0) -> Callable[[Any], None]:
     def check(model: Any) -> None:
-        X64 = _t(X)
+        X64 = _t(X) / scale
         Phi = model(X).detach().to(F64)
-        K = torch.exp(-sq_distances(X64) / 2)
+        K = torch.exp(-torch.cdist(X64, X64).square() / 2)
         close(Phi @ Phi.mT, K, "Phi Phi^T = K with all points as landmarks",
               rtol=max(_rtol(X), 1e-5) * 10, scale=1.0)
     return check
+
+
+#: how much each range case scales the data: kernel lengthscales scale with it, so the
+#: probe asks the same well-posed question at another scale
+SCALE = {"huge_f32": 1e30, "tiny_f32": 1e-30, "huge_f64": 1e150}
 
 
 def _fit(est: Callable[[], Any], *args: Any) -> Callable[[], Any]:
@@ -461,16 +484,19 @@ def _add_estimators() -> None:
               _check_linreg(X, y0, 0.0))
         probe("RidgeRegression", case, _fit(lambda: lamods.RidgeRegression(1.0), X, y0),
               _check_linreg(X, y0, 1.0))
+        c = SCALE.get(case, 1.0)
         probe("SpectralClustering", case,
-              _fit(lambda: lamods.SpectralClustering(2, gamma=0.05, seed=0, n_init=3), X),
+              _fit(lambda c=c: lamods.SpectralClustering(2, gamma=0.05 / c**2, seed=0,
+                                                         n_init=3), X),
               _check_spectral(X))
         probe("KernelRidgeHead", case,
-              _fit(lambda: lamods.KernelRidgeHead("rbf", 0.5, lengthscale=1.0), X, y0),
-              _check_krr(X, y0))
+              _fit(lambda c=c: lamods.KernelRidgeHead("rbf", 0.5, lengthscale=c), X, y0),
+              _check_krr(X, y0, c))
         n = X.shape[0] if isinstance(X, Tensor) and X.dim() == 2 else 12
         probe("NystromFeatures", case,
-              _fit(lambda n=n: lamods.NystromFeatures(5, max(n, 1), lengthscale=1.0, seed=0), X),
-              _check_nystrom(X))
+              _fit(lambda n=n, c=c: lamods.NystromFeatures(5, max(n, 1), lengthscale=c,
+                                                           seed=0), X),
+              _check_nystrom(X, c))
     # targets
     for case, ymut in (("y_nan", lambda y: _with(y, float("nan"))), ("y_2d", lambda y: y[:, None]),
                        ("y_short", lambda y: y[:-1]), ("y_int", lambda y: y.round().long()),
@@ -566,9 +592,16 @@ def _check_formula(fn: Callable[[Tensor], Tensor], X: Any,
         if ok is not None and not bool(ok.all()):
             rows = (ok[..., :, None] & ok[..., None, :]) if gram else ok
         finite_ref = ref[rows] if rows is not None else ref
-        close(out, ref, "value", rtol=max(_rtol(X), 1e-6) * 10, rows=rows,
+        close(out, ref, "value", rtol=max(_rtol(X), 1e-6) * 10, rows=rows, overflow_nan_ok=True,
               scale=float(finite_ref.abs().max()) + 1e-300 if finite_ref.numel() else 1.0)
     return check
+
+
+def _unit(X: Tensor) -> Tensor:
+    """Rows to unit length with no floor on the norm (F.normalize floors it at 1e-12);
+    zero rows stay zero."""
+    n = torch.linalg.vector_norm(X, dim=-1, keepdim=True)
+    return X / torch.where(n > 0, n, torch.ones_like(n))
 
 
 def _add_layers() -> None:
@@ -590,8 +623,7 @@ def _add_layers() -> None:
         "PolynomialKernel": (layers.PolynomialKernel(2, 0.1, 1.0),
                              lambda X: (0.1 * X @ X.mT + 1) ** 2),
         "LinearKernel": (layers.LinearKernel(), lambda X: X @ X.mT),
-        "CosineKernel": (layers.CosineKernel(),
-                         lambda X: F.normalize(X, dim=-1) @ F.normalize(X, dim=-1).mT),
+        "CosineKernel": (layers.CosineKernel(), lambda X: _unit(X) @ _unit(X).mT),
     }
     modules = {
         "ManualLinear": (lin, lambda X: X @ W.mT + b),

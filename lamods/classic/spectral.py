@@ -135,17 +135,18 @@ def laplacian(W: Tensor, kind: str = "symmetric") -> tuple[Tensor, Tensor]:
     return eye - inv_sqrt.unsqueeze(-1) * W * inv_sqrt.unsqueeze(-2), deg
 
 
-def _embed(W: Tensor, k: int, kind: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """(rows for k-means, eigenvalues (k,), eigenvectors (n, k), degrees (n,))."""
+def _embed(W: Tensor, k: int, kind: str) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(rows for k-means, eigenvalues (k,), eigenvectors (n, k), degrees (n,), the whole
+    spectrum (n,))."""
     L, deg = laplacian(W, kind)
-    lam, U = eigh(L, validate=False)
-    lam, U = lam[:k], U[:, :k]
+    spectrum, U = eigh(L, validate=False)
+    lam, U = spectrum[:k], U[:, :k]
     rows = U
     if kind == "symmetric":
         # Ng-Jordan-Weiss: rows to unit length
         rows = U / torch.linalg.vector_norm(U, dim=-1, keepdim=True).clamp_min(
             torch.finfo(U.dtype).tiny)
-    return rows, lam, U, deg
+    return rows, lam, U, deg, spectrum
 
 
 def spectral_embedding(X: Tensor, n_components: int, *, affinity: str = "rbf",
@@ -299,7 +300,8 @@ class SpectralClustering(Estimator):
         G = X if self.affinity == "rbf" else self._knn_frame(X)[0]
         W = affinity_matrix(G, affinity=self.affinity, gamma=self.gamma,
                             n_neighbors=self.n_neighbors)
-        rows, lam, U, deg = _embed(W, k, self.laplacian)
+        rows, lam, U, deg, spectrum = _embed(W, k, self.laplacian)
+        self._check_eigengap(name, spectrum.detach(), k)
         self.kmeans.fit(rows)
         self.labels_ = self.kmeans.labels_
         self.embedding_ = rows
@@ -308,6 +310,24 @@ class SpectralClustering(Estimator):
         self.degrees_ = deg
         self.X_fit_ = X.clone()
         return self
+
+    @staticmethod
+    def _check_eigengap(name: str, lam: Tensor, k: int) -> None:
+        """Note [undetermined embedding]: when the k-th and (k+1)-th smallest Laplacian
+        eigenvalues are equal (to ``100 u`` of the spectrum's scale), the k-dimensional
+        embedding is any basis of a larger eigenspace and the labels are arbitrary (repeated
+        points, or fewer than ``n_clusters`` separable groups): raise instead of guessing."""
+        if k >= lam.shape[-1]:
+            return
+        scale = float(lam.abs().amax()) or 1.0
+        gap = float(lam[k] - lam[k - 1])
+        if gap <= 100 * torch.finfo(lam.dtype).eps * scale:
+            raise ValueError(
+                f"{name}: expected a gap between Laplacian eigenvalues {k} and {k + 1} "
+                f"(counted from the smallest; n_clusters={k}), got {float(lam[k - 1]):.6g} and "
+                f"{float(lam[k]):.6g}: the embedding, and so the clustering, is not determined "
+                "(repeated points, or fewer separable groups than n_clusters; check gamma / "
+                "n_neighbors against the data's scale)")
 
     @staticmethod
     def _knn_frame(ref: Tensor, *tensors: Tensor) -> list[Tensor]:

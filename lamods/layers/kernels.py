@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lamods._hyperparams import register_log_positive
+from lamods._precision import compute_dtype, pow2_at_least
 from lamods._validation import check_features, check_positive, check_positive_int
 from lamods.distances import ScaledFrame, sq_distances
 
@@ -58,6 +59,9 @@ def check_pair(name: str, X: object, Y: object) -> None:
     if X.dim() < 2:
         raise ValueError(f"{name}: expected X of shape (*, n, d), got shape {tuple(X.shape)}")
     check_features(name, X, X.shape[-1])
+    if X.shape[-1] == 0:
+        raise ValueError(f"{name}: expected at least one feature (X of shape (*, n, d) with "
+                         f"d >= 1), got shape {tuple(X.shape)}")
     if Y is not X:
         check_features(name, Y, X.shape[-1])
         if Y.dim() < 2:  # type: ignore[union-attr]
@@ -106,6 +110,9 @@ class Kernel(nn.Module):
         if X.device != Y.device or X.dtype != Y.dtype:
             raise TypeError(f"{name}: expected X and Y with the same device and dtype, got "
                             f"{X.device}/{X.dtype} and {Y.device}/{Y.dtype}")
+        if X.shape[-2] == 0 or Y.shape[-2] == 0:  # no pairs: an empty Gram matrix
+            batch = torch.broadcast_shapes(X.shape[:-2], Y.shape[:-2])
+            return X.new_zeros(*batch, X.shape[-2], Y.shape[-2])
         X, Y, ctx = self._prepare(X, Y, same)
         m = Y.shape[-2]
         batch = math.prod(torch.broadcast_shapes(X.shape[:-2], Y.shape[:-2]))
@@ -236,9 +243,10 @@ class LaplacianKernel(_LengthscaleKernel):
     """
 
     def _block(self, Xb: Tensor, Y: Tensor, diag_offset: int | None, ctx: Any = None) -> Tensor:
-        l = self.lengthscale.to(Xb.dtype)  # noqa: E741
-        dist = torch.cdist(Xb, Y, p=1.0)  # ||x - y||_1, exact differences
-        return torch.exp(-dist / l)  # k = exp(-||x - y||_1 / l)
+        work = compute_dtype(Xb.dtype)  # cdist has no half-precision kernel: float32
+        l = self.lengthscale.to(work)  # noqa: E741
+        dist = torch.cdist(Xb.to(work), Y.to(work), p=1.0)  # ||x - y||_1, exact differences
+        return torch.exp(-dist / l).to(Xb.dtype)  # k = exp(-||x - y||_1 / l)
 
 
 class PolynomialKernel(Kernel):
@@ -285,6 +293,15 @@ class LinearKernel(Kernel):
         return Xb @ Y.mT  # k = <x, y>
 
 
+def _pow2_rows(X: Tensor) -> Tensor:
+    """Each row divided by a power of two near its largest |entry| (1 for a zero or
+    non-finite row): exact, and the row's norm is then representable."""
+    if X.shape[-1] == 0:
+        return X
+    peak = X.detach().abs().amax(-1, keepdim=True)
+    return X / pow2_at_least(peak.to(compute_dtype(peak.dtype))).to(X.dtype)
+
+
 class CosineKernel(Kernel):
     r"""Cosine similarity :math:`k(x, y) = \langle x, y \rangle / (\|x\| \|y\|)`.
 
@@ -297,8 +314,10 @@ class CosineKernel(Kernel):
     """
 
     def _block(self, Xb: Tensor, Y: Tensor, diag_offset: int | None, ctx: Any = None) -> Tensor:
-        # <x, y> / (|x| |y|) through unit rows (zero rows stay zero)
-        return F.normalize(Xb, dim=-1) @ F.normalize(Y, dim=-1).mT
+        # <x, y> / (|x| |y|) through unit rows (zero rows stay zero); each row is first
+        # divided by a power of two near its largest entry (exact), so |x| neither
+        # overflows nor underflows: the cosine is scale invariant, and so is this
+        return F.normalize(_pow2_rows(Xb), dim=-1) @ F.normalize(_pow2_rows(Y), dim=-1).mT
 
 
 _KERNELS: dict[str, type[Kernel]] = {
