@@ -14,6 +14,7 @@ Public API::
 
 from lamods import distances
 from lamods.base import Estimator
+from lamods.cg import cg
 from lamods.classic import (
     NMF,
     KMeans,
@@ -71,6 +72,7 @@ __all__ = [
     "ConvergenceError",
     "ConvergenceWarning",
     "Estimator",
+    "cg",
     "NotFittedError",
     "NotPSDError",
     "SingularSystemError",

@@ -775,9 +775,34 @@ def _add_layers() -> None:
               lambda out: (_ for _ in ()).throw(Wrong("adapted with a bad argument")))
 
 
+# -- conjugate gradient ---------------------------------------------------------------
+def _check_cg(A: Any, B: Any) -> Callable[[Any], None]:
+    def check(X: Any) -> None:
+        # the solution of A X = B; cg stops at a relative residual of 1e-6
+        ref = torch.linalg.solve(_t(A), _t(B))
+        tol = 1e-2 if isinstance(B, Tensor) and B.dtype == torch.float32 else 1e-4
+        close(X, ref, "cg solution", rtol=tol)
+    return check
+
+
+def _add_cg() -> None:
+    A0 = base_sym()
+    b0 = base_matrix(6, 2, seed=3)
+    for case, mut in SYM_CASES.items():
+        A = mut(A0)
+        b = b0.to(A.dtype) if isinstance(A, Tensor) and A.is_floating_point() else b0
+        probe("cg", f"A_{case}", lambda A=A, b=b: lamods.cg(A, b), _check_cg(A, b))
+    probe("cg", "A_sparse", lambda: lamods.cg(A0.to_sparse(), b0), _check_cg(A0, b0))
+    probe("cg", "A_callable", lambda: lamods.cg(lambda V: A0 @ V, b0), _check_cg(A0, b0))
+    for case, mut in MATRIX_CASES.items():
+        B = mut(b0)
+        probe("cg", f"B_{case}", lambda B=B: lamods.cg(A0, B), _check_cg(A0, B))
+
+
 _add_decomp()
 _add_estimators()
 _add_layers()
+_add_cg()
 
 
 # ---------------------------------------------------------------------------
