@@ -484,6 +484,11 @@ def _add_estimators() -> None:
               _check_linreg(X, y0, 0.0))
         probe("RidgeRegression", case, _fit(lambda: lamods.RidgeRegression(1.0), X, y0),
               _check_linreg(X, y0, 1.0))
+        probe("LinearRegression.partial_fit", case,
+              lambda X=X: lamods.LinearRegression().partial_fit(X, y0), _check_linreg(X, y0, 0.0))
+        probe("RidgeRegression.partial_fit", case,
+              lambda X=X: lamods.RidgeRegression(1.0).partial_fit(X, y0),
+              _check_linreg(X, y0, 1.0))
         c = SCALE.get(case, 1.0)
         probe("SpectralClustering", case,
               _fit(lambda c=c: lamods.SpectralClustering(2, gamma=0.05 / c**2, seed=0,
@@ -514,6 +519,14 @@ def _add_estimators() -> None:
               _fit(lambda: lamods.KernelRidgeHead("rbf", 0.5, lengthscale=1.0), X0, y),
               lambda model, y=y: _check_krr(X0, _t(y).reshape(len(X0), -1).squeeze(-1)
                                             if _t(y).shape[0] == len(X0) else _t(y))(model))
+    probe("RidgeRegression.partial_fit", "two_batches",
+          lambda: lamods.RidgeRegression(1.0).partial_fit(X0[:5], y0[:5]).partial_fit(X0[5:],
+                                                                                     y0[5:]),
+          _check_linreg(X0, y0, 1.0))
+    probe("RidgeRegression.partial_fit", "width_change",
+          lambda: lamods.RidgeRegression(1.0).partial_fit(X0[:5], y0[:5]).partial_fit(
+              X0[5:, :3], y0[5:]),
+          lambda out: (_ for _ in ()).throw(Wrong("streamed a batch of another width")))
     # score on a target of another shape
     lr = lamods.LinearRegression().fit(X0, y0)
     probe("LinearRegression", "score_y_2d", lambda: lr.score(X0, y0[:, None]),
