@@ -379,6 +379,27 @@ def _check_kmeans(X: Any, k: int) -> Callable[[Any], None]:
     return check
 
 
+def _check_kmeans_step(X: Any, k: int) -> Callable[[Any], None]:
+    def check(model: Any) -> None:
+        # one mini-batch step from empty counts: every row counted once, finite centres
+        X64 = _t(X)
+        finite(model.cluster_centers_, "centres")
+        close(model.counts_.sum().reshape(1), torch.tensor([float(X64.shape[0])], dtype=F64),
+              "counts")
+    return check
+
+
+def _check_kmeans_lloyd(X: Any) -> Callable[[Any], None]:
+    def check(model: Any) -> None:
+        # a Lloyd fixed point (or max_iter): every centre is the mean of its points
+        X64 = _t(X)
+        C = model.cluster_centers_.to(F64)
+        labels = torch.cdist(X64, C).argmin(1)
+        inertia = (X64 - C[labels]).square().sum()
+        close(model.inertia_.reshape(1), inertia.reshape(1), "inertia", rtol=max(_rtol(X), 1e-9))
+    return check
+
+
 def _check_nmf(X: Any) -> Callable[[Any], None]:
     def check(model: Any) -> None:
         X64 = _t(X)
@@ -484,6 +505,12 @@ def _add_estimators() -> None:
               _check_linreg(X, y0, 0.0))
         probe("RidgeRegression", case, _fit(lambda: lamods.RidgeRegression(1.0), X, y0),
               _check_linreg(X, y0, 1.0))
+        probe("KMeans.partial_fit", case,
+              lambda X=X, c=case: lamods.KMeans(3, init=X0[:3] if c == "valid" else "k-means++",
+                                        seed=0).partial_fit(X),
+              _check_kmeans_step(X, 3))
+        probe("KMeans.fit_batches", case,
+              lambda X=X: lamods.KMeans(3, seed=0).fit_batches([X]), _check_kmeans_lloyd(X))
         probe("LinearRegression.partial_fit", case,
               lambda X=X: lamods.LinearRegression().partial_fit(X, y0), _check_linreg(X, y0, 0.0))
         probe("RidgeRegression.partial_fit", case,

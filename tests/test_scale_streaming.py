@@ -142,3 +142,134 @@ def test_two_gloo_processes_equal_one_process(tmp_path):
 
 def test_exported():
     assert lamods.RidgeRegression is RidgeRegression
+
+
+# -- k-means ---------------------------------------------------------------------------
+def blobs(n: int = 600, d: int = 4, k: int = 5, seed: int = 3, dtype=F64):
+    g = torch.Generator().manual_seed(seed)
+    centers = 6 * torch.randn(k, d, generator=g, dtype=F64)
+    X = centers[torch.arange(n) % k] + torch.randn(n, d, generator=g, dtype=F64)
+    return X.to(dtype), centers.to(dtype)
+
+
+def test_fit_batches_equals_fit_from_same_init():
+    X, _ = blobs()
+    g = torch.Generator().manual_seed(7)
+    init = X[torch.randperm(600, generator=g)[:5]]
+    full = lamods.KMeans(5, init=init, tol=0.0).fit(X)
+    batches = list(torch.split(X, [100, 37, 263, 200]))
+    streamed = lamods.KMeans(5, init=init, tol=0.0).fit_batches(batches)
+    torch.testing.assert_close(streamed.cluster_centers_, full.cluster_centers_, rtol=1e-12,
+                               atol=1e-12)
+    torch.testing.assert_close(streamed.inertia_, full.inertia_, rtol=1e-12, atol=0)
+    # tol = 0 stops once the centres no longer move: at most one step after fit's stop
+    assert int(full.n_iter_) <= int(streamed.n_iter_) <= int(full.n_iter_) + 1
+
+
+def test_fit_batches_matches_sklearn_and_takes_a_dataloader():
+    from sklearn.cluster import KMeans as SkKMeans
+
+    X, _ = blobs(seed=4)
+    init = X[:5].clone()
+    sk = SkKMeans(5, init=init.numpy(), n_init=1, tol=1e-4, algorithm="lloyd").fit(X.numpy())
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X), batch_size=128)
+    ours = lamods.KMeans(5, init=init).fit_batches(loader)
+    torch.testing.assert_close(ours.cluster_centers_, torch.from_numpy(sk.cluster_centers_),
+                               rtol=1e-8, atol=1e-8)
+    assert abs(float(ours.inertia_) - sk.inertia_) <= 1e-8 * sk.inertia_
+
+
+def test_fit_batches_kmeanspp_close_to_fit():
+    X, _ = blobs(seed=5)
+    ours = lamods.KMeans(5, seed=0).fit_batches(torch.split(X, 150))
+    best = lamods.KMeans(5, n_init=5, seed=0).fit(X)
+    assert float(ours.inertia_) <= 1.01 * float(best.inertia_)
+
+
+def test_partial_fit_is_the_running_mean_and_near_lloyd():
+    X, _ = blobs(seed=6)
+    init = X[:5].clone()
+    # one batch with N = 0 before: each centre moves to the mean of its points (one Lloyd step)
+    one = lamods.KMeans(5, init=init).partial_fit(X)
+    lloyd1 = lamods.KMeans(5, init=init, max_iter=1).fit(X)
+    torch.testing.assert_close(one.cluster_centers_, lloyd1.cluster_centers_, rtol=1e-12,
+                               atol=1e-12)
+    first = torch.cdist(X, init).argmin(1)  # the labels of the one step
+    torch.testing.assert_close(one.counts_, torch.bincount(first, minlength=5).to(F64))
+    mb = lamods.KMeans(5, seed=0)
+    for _ in range(3):
+        for batch in torch.split(X, 60):
+            mb.partial_fit(batch)
+    assert int(mb.n_iter_) == 30 and float(mb.counts_.sum()) == 1800
+    full = lamods.KMeans(5, n_init=5, seed=0).fit(X)
+    inertia = float(((X[:, None] - mb.cluster_centers_) ** 2).sum(-1).min(1).values.sum())
+    assert inertia <= 1.05 * float(full.inertia_)
+
+
+def test_kmeans_batch_errors():
+    X, _ = blobs()
+    km = lamods.KMeans(5, seed=0).partial_fit(X[:50])
+    with pytest.raises(ValueError, match=r"^KMeans.partial_fit: expected batches with 4 "
+                       r"features \(as the first\), got 3"):
+        km.partial_fit(X[:50, :3])
+    with pytest.raises(TypeError, match=r"^KMeans.partial_fit: expected batches of the first "
+                       r"batch's dtype torch.float64, got torch.float32"):
+        km.partial_fit(X[:50].float())
+    with pytest.raises(ValueError, match=r"^KMeans.partial_fit: expected a first batch of at "
+                       r"least n_clusters = 5 rows"):
+        lamods.KMeans(5).partial_fit(X[:3])
+    with pytest.raises(RuntimeError, match=r"^KMeans.partial_fit: expected a fresh module"):
+        lamods.KMeans(5, seed=0).fit(X).partial_fit(X)
+    with pytest.raises(TypeError, match=r"^KMeans.fit_batches: expected an iterable of batches"):
+        lamods.KMeans(5).fit_batches(X)
+    with pytest.raises(ValueError, match=r"^KMeans.fit_batches: expected an iterable of at "
+                       r"least one batch"):
+        lamods.KMeans(5).fit_batches([])
+    bad = X[:100].clone()
+    bad[7, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"^KMeans.fit_batches: expected a finite X"):
+        lamods.KMeans(5, seed=0).fit_batches([X[:100], bad])
+
+
+def test_kmeans_partial_fit_state_dict_round_trip():
+    X, _ = blobs()
+    a = lamods.KMeans(5, seed=0).partial_fit(X[:100])
+    b = lamods.KMeans(5, dtype=F64)
+    b.load_state_dict(a.state_dict())
+    a.partial_fit(X[100:200])
+    b.partial_fit(X[100:200])
+    torch.testing.assert_close(a.cluster_centers_, b.cluster_centers_)
+
+
+def _kmeans_worker(rank: int, world: int, init: str, out: str) -> None:
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    try:
+        X, _ = blobs()
+        shard = X[:250] if rank == 0 else X[250:]
+        lloyd = lamods.KMeans(5, init=X[:5].clone(), tol=0.0).fit_batches(torch.split(shard, 90))
+        mb = lamods.KMeans(5, seed=0)
+        for batch in torch.split(shard, 125)[:2]:  # two batches on every rank
+            mb.partial_fit(batch)
+        torch.save({"lloyd": lloyd.cluster_centers_, "inertia": lloyd.inertia_,
+                    "mb": mb.cluster_centers_}, f"{out}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_kmeans_two_gloo_processes_equal_one_process(tmp_path):
+    init = f"file://{tmp_path / 'rendezvous'}"
+    out = str(tmp_path / "result")
+    mp.spawn(_kmeans_worker, args=(2, init, out), nprocs=2, join=True)
+    X, _ = blobs()
+    ref = lamods.KMeans(5, init=X[:5].clone(), tol=0.0).fit(X)
+    # mini-batch: rank 0's batches are X[:125], X[125:250], rank 1's X[250:375], X[375:500]:
+    # one process sees the union of each step's batches
+    mb_first = lamods.KMeans(5, seed=0)._initial_centers("t", X[:125])  # rank 0's seeds
+    mb = lamods.KMeans(5, init=mb_first)
+    mb.partial_fit(torch.cat([X[:125], X[250:375]]))
+    mb.partial_fit(torch.cat([X[125:250], X[375:500]]))
+    for rank in range(2):
+        got = torch.load(f"{out}.{rank}")
+        torch.testing.assert_close(got["lloyd"], ref.cluster_centers_, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(got["inertia"], ref.inertia_, rtol=1e-12, atol=0)
+        torch.testing.assert_close(got["mb"], mb.cluster_centers_, rtol=1e-12, atol=1e-12)
