@@ -525,6 +525,12 @@ def _add_estimators() -> None:
               _fit(lambda c=c: lamods.KernelRidgeHead("rbf", 0.5, lengthscale=c), X, y0),
               _check_krr(X, y0, c))
         n = X.shape[0] if isinstance(X, Tensor) and X.dim() == 2 else 12
+        # all the rows as centres: exact kernel ridge
+        probe("NystromKernelRidge", case,
+              _fit(lambda n=n, c=c: lamods.NystromKernelRidge("rbf", 0.5, n_centers=max(n, 1),
+                                                              maxiter=100, seed=0,
+                                                              lengthscale=c), X, y0),
+              _check_krr(X, y0, c))
         probe("NystromFeatures", case,
               _fit(lambda n=n, c=c: lamods.NystromFeatures(5, max(n, 1), lengthscale=c,
                                                            seed=0), X),
