@@ -64,7 +64,10 @@ def falkon_one(n: int, m: int, maxiter: int, exact_n: int, lam: float) -> dict[s
     fit_s = time.perf_counter() - t0
     with torch.no_grad():
         acc = float((torch.sign(model.predict(Xt)) == yt).float().mean())
-    out = {"n": n, "m": m, "fit_s": fit_s, "acc": acc, "iters": int(model.n_iter_)}
+    # ru_maxrss is in KiB on Linux; taken before the exact comparison, which holds
+    # an exact_n x exact_n matrix
+    out = {"n": n, "m": m, "fit_s": fit_s, "acc": acc, "iters": int(model.n_iter_),
+           "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     if exact_n and exact_n <= n:
         exact = lamods.KernelRidgeHead("rbf", lam * exact_n, lengthscale=ls)
         with torch.no_grad():
@@ -74,8 +77,6 @@ def falkon_one(n: int, m: int, maxiter: int, exact_n: int, lam: float) -> dict[s
                                             maxiter=maxiter, seed=0, lengthscale=ls)
             sub.fit(X[:exact_n], y[:exact_n])
             out["falkon_sub_acc"] = float((torch.sign(sub.predict(Xt)) == yt).float().mean())
-    # ru_maxrss is in KiB on Linux
-    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return out
 
 
@@ -95,14 +96,14 @@ def falkon(args: argparse.Namespace) -> None:
         rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
     print(f"torch {torch.__version__}, {args.threads} threads, m = {args.m}, "
           f"{args.maxiter} CG iterations, alpha = {args.lam:g} n")
-    print("\n| n | m | fit (s) | peak RSS (MB) | test acc. | exact KRR acc. "
+    print("\n| n | m | CG iterations | fit (s) | peak RSS (MB) | test acc. | exact KRR acc. "
           "(FALKON on the same subset) |")
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
         ex = (f"{r['exact_acc']:.4f} ({r['falkon_sub_acc']:.4f}) on {args.exact_n}"
               if "exact_acc" in r else "")
-        print(f"| {r['n']:,} | {r['m']:,} | {r['fit_s']:.2f} | {r['peak_rss_mb']:.0f} | "
-              f"{r['acc']:.4f} | {ex} |")
+        print(f"| {r['n']:,} | {r['m']:,} | {r['iters']} | {r['fit_s']:.2f} | "
+              f"{r['peak_rss_mb']:.0f} | {r['acc']:.4f} | {ex} |")
     if len(rows) > 1:
         ns = [r["n"] for r in rows]
         print(f"\ngrowth exponent: time ~ n^{slope(ns, [r['fit_s'] for r in rows]):.2f}, "
