@@ -222,6 +222,9 @@ def test_kmeans_batch_errors():
         lamods.KMeans(5, seed=0).fit(X).partial_fit(X)
     with pytest.raises(TypeError, match=r"^KMeans.fit_batches: expected an iterable of batches"):
         lamods.KMeans(5).fit_batches(X)
+    with pytest.raises(TypeError, match=r"^KMeans.fit_batches: expected a re-iterable of "
+                       r"batches .* got a one-shot generator"):
+        lamods.KMeans(5).fit_batches(b for b in torch.split(X, 100))
     with pytest.raises(ValueError, match=r"^KMeans.fit_batches: expected an iterable of at "
                        r"least one batch"):
         lamods.KMeans(5).fit_batches([])

@@ -342,6 +342,10 @@ class KMeans(Estimator):
         if isinstance(batches, Tensor) or not isinstance(batches, Iterable):
             raise TypeError(f"{name}: expected an iterable of batches (a list or a DataLoader), "
                             f"got {type(batches).__name__}; use fit for one tensor")
+        if iter(batches) is batches:  # a generator or iterator: read once, Lloyd reads it often
+            raise TypeError(f"{name}: expected a re-iterable of batches (a list, a tuple or a "
+                            f"DataLoader; Lloyd reads it once per iteration), got a one-shot "
+                            f"{type(batches).__name__}")
         # first pass: initial centres, and the totals for tol (sum x, sum x^2, n)
         C: Tensor | None = None
         tot = None
