@@ -14,6 +14,7 @@ Public API::
 
 from lamods import distances
 from lamods.base import Estimator
+from lamods.cg import cg
 from lamods.classic import (
     NMF,
     KMeans,
@@ -53,6 +54,7 @@ from lamods.layers import (
     ManualLinear,
     ManualMLP,
     NystromFeatures,
+    NystromKernelRidge,
     RandomFourierFeatures,
     RBFKernel,
     SparseRandomProjection,
@@ -71,6 +73,7 @@ __all__ = [
     "ConvergenceError",
     "ConvergenceWarning",
     "Estimator",
+    "cg",
     "NotFittedError",
     "NotPSDError",
     "SingularSystemError",
@@ -78,6 +81,7 @@ __all__ = [
     "KernelRidgeHead",
     "LinearSVMHead",
     "NystromFeatures",
+    "NystromKernelRidge",
     "RBFKernel",
     "RandomFourierFeatures",
     "NMF",

@@ -379,6 +379,27 @@ def _check_kmeans(X: Any, k: int) -> Callable[[Any], None]:
     return check
 
 
+def _check_kmeans_step(X: Any, k: int) -> Callable[[Any], None]:
+    def check(model: Any) -> None:
+        # one mini-batch step from empty counts: every row counted once, finite centres
+        X64 = _t(X)
+        finite(model.cluster_centers_, "centres")
+        close(model.counts_.sum().reshape(1), torch.tensor([float(X64.shape[0])], dtype=F64),
+              "counts")
+    return check
+
+
+def _check_kmeans_lloyd(X: Any) -> Callable[[Any], None]:
+    def check(model: Any) -> None:
+        # a Lloyd fixed point (or max_iter): every centre is the mean of its points
+        X64 = _t(X)
+        C = model.cluster_centers_.to(F64)
+        labels = torch.cdist(X64, C).argmin(1)
+        inertia = (X64 - C[labels]).square().sum()
+        close(model.inertia_.reshape(1), inertia.reshape(1), "inertia", rtol=max(_rtol(X), 1e-9))
+    return check
+
+
 def _check_nmf(X: Any) -> Callable[[Any], None]:
     def check(model: Any) -> None:
         X64 = _t(X)
@@ -484,6 +505,17 @@ def _add_estimators() -> None:
               _check_linreg(X, y0, 0.0))
         probe("RidgeRegression", case, _fit(lambda: lamods.RidgeRegression(1.0), X, y0),
               _check_linreg(X, y0, 1.0))
+        probe("KMeans.partial_fit", case,
+              lambda X=X, c=case: lamods.KMeans(3, init=X0[:3] if c == "valid" else "k-means++",
+                                        seed=0).partial_fit(X),
+              _check_kmeans_step(X, 3))
+        probe("KMeans.fit_batches", case,
+              lambda X=X: lamods.KMeans(3, seed=0).fit_batches([X]), _check_kmeans_lloyd(X))
+        probe("LinearRegression.partial_fit", case,
+              lambda X=X: lamods.LinearRegression().partial_fit(X, y0), _check_linreg(X, y0, 0.0))
+        probe("RidgeRegression.partial_fit", case,
+              lambda X=X: lamods.RidgeRegression(1.0).partial_fit(X, y0),
+              _check_linreg(X, y0, 1.0))
         c = SCALE.get(case, 1.0)
         probe("SpectralClustering", case,
               _fit(lambda c=c: lamods.SpectralClustering(2, gamma=0.05 / c**2, seed=0,
@@ -493,6 +525,12 @@ def _add_estimators() -> None:
               _fit(lambda c=c: lamods.KernelRidgeHead("rbf", 0.5, lengthscale=c), X, y0),
               _check_krr(X, y0, c))
         n = X.shape[0] if isinstance(X, Tensor) and X.dim() == 2 else 12
+        # all the rows as centres: exact kernel ridge
+        probe("NystromKernelRidge", case,
+              _fit(lambda n=n, c=c: lamods.NystromKernelRidge("rbf", 0.5, n_centers=max(n, 1),
+                                                              maxiter=100, seed=0,
+                                                              lengthscale=c), X, y0),
+              _check_krr(X, y0, c))
         probe("NystromFeatures", case,
               _fit(lambda n=n, c=c: lamods.NystromFeatures(5, max(n, 1), lengthscale=c,
                                                            seed=0), X),
@@ -514,6 +552,14 @@ def _add_estimators() -> None:
               _fit(lambda: lamods.KernelRidgeHead("rbf", 0.5, lengthscale=1.0), X0, y),
               lambda model, y=y: _check_krr(X0, _t(y).reshape(len(X0), -1).squeeze(-1)
                                             if _t(y).shape[0] == len(X0) else _t(y))(model))
+    probe("RidgeRegression.partial_fit", "two_batches",
+          lambda: lamods.RidgeRegression(1.0).partial_fit(X0[:5], y0[:5]).partial_fit(X0[5:],
+                                                                                     y0[5:]),
+          _check_linreg(X0, y0, 1.0))
+    probe("RidgeRegression.partial_fit", "width_change",
+          lambda: lamods.RidgeRegression(1.0).partial_fit(X0[:5], y0[:5]).partial_fit(
+              X0[5:, :3], y0[5:]),
+          lambda out: (_ for _ in ()).throw(Wrong("streamed a batch of another width")))
     # score on a target of another shape
     lr = lamods.LinearRegression().fit(X0, y0)
     probe("LinearRegression", "score_y_2d", lambda: lr.score(X0, y0[:, None]),
@@ -775,9 +821,34 @@ def _add_layers() -> None:
               lambda out: (_ for _ in ()).throw(Wrong("adapted with a bad argument")))
 
 
+# -- conjugate gradient ---------------------------------------------------------------
+def _check_cg(A: Any, B: Any) -> Callable[[Any], None]:
+    def check(X: Any) -> None:
+        # the solution of A X = B; cg stops at a relative residual of 1e-6
+        ref = torch.linalg.solve(_t(A), _t(B))
+        tol = 1e-2 if isinstance(B, Tensor) and B.dtype == torch.float32 else 1e-4
+        close(X, ref, "cg solution", rtol=tol)
+    return check
+
+
+def _add_cg() -> None:
+    A0 = base_sym()
+    b0 = base_matrix(6, 2, seed=3)
+    for case, mut in SYM_CASES.items():
+        A = mut(A0)
+        b = b0.to(A.dtype) if isinstance(A, Tensor) and A.is_floating_point() else b0
+        probe("cg", f"A_{case}", lambda A=A, b=b: lamods.cg(A, b), _check_cg(A, b))
+    probe("cg", "A_sparse", lambda: lamods.cg(A0.to_sparse(), b0), _check_cg(A0, b0))
+    probe("cg", "A_callable", lambda: lamods.cg(lambda V: A0 @ V, b0), _check_cg(A0, b0))
+    for case, mut in MATRIX_CASES.items():
+        B = mut(b0)
+        probe("cg", f"B_{case}", lambda B=B: lamods.cg(A0, B), _check_cg(A0, B))
+
+
 _add_decomp()
 _add_estimators()
 _add_layers()
+_add_cg()
 
 
 # ---------------------------------------------------------------------------

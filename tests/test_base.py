@@ -52,6 +52,9 @@ ESTIMATORS = {
     "KernelRidgeHead": (lambda: KernelRidgeHead("rbf", 0.5, lengthscale=2.0), True, "forward",
                         "dual_coef_"),
     "LinearSVMHead": (lambda: LinearSVMHead(5, 2, C=1.0), "labels", "forward", None),
+    "NystromKernelRidge": (lambda: lamods.NystromKernelRidge("rbf", 0.5, n_centers=10, seed=0,
+                                                             lengthscale=2.0), True, "predict",
+                           "coef_"),
 }
 IDS = list(ESTIMATORS)
 

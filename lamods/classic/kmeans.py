@@ -36,14 +36,46 @@ the nearest center chosen so far. Its expected inertia is within
 
 Lloyd's algorithm finds a local minimum; ``n_init`` runs from different seeds
 keep the one of lowest inertia.
+
+Note [k-means over batches]: both steps are sums over rows, so data that do not fit in
+memory (an iterable of batches, a DataLoader) or sit on several processes can be
+clustered without gathering them. :meth:`KMeans.fit_batches` runs exact Lloyd: every
+iteration is one pass over the batches accumulating the per-cluster sums and counts
+(and, once, the row count, the column sums and the sum of squares for ``tol``), then
+:math:`c_j = \text{sum}_j / \text{count}_j`; it gives the centres of ``fit`` from the same
+initial centres, up to summation order. :meth:`KMeans.partial_fit` is mini-batch
+k-means (Sculley, *Web-scale k-means clustering*, WWW 2010): each batch moves every
+centre to the running mean of all the points ever assigned to it,
+
+.. math:: N_j \leftarrow N_j + n_j, \qquad
+          c_j \leftarrow c_j + \frac{\text{sum}_j - n_j c_j}{N_j},
+
+(:math:`n_j`, :math:`\text{sum}_j` the count and sum of the batch's points nearest to
+:math:`c_j`): one pass, no convergence guarantee to Lloyd's fixed point, inertia
+typically a few percent above it. Under ``torch.distributed`` both all-reduce the
+per-cluster sums and counts (Note [distributed statistics] in :mod:`lamods._distributed`)
+and take the initial centres (k-means++ on rank 0's first batch) from rank 0, so every
+rank holds the centres of all the ranks' rows. An empty cluster keeps its centre in both
+(``fit`` moves it to the farthest point, which needs all the data at once).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
+import torch.distributed as dist
 from torch import Tensor
 
-from lamods._lloyd import center_scale, kmeans_plusplus_index, kmeans_plusplus_rows, lloyd
+from lamods._distributed import all_reduce_sum, is_distributed
+from lamods._lloyd import (
+    center_scale,
+    chunk_rows,
+    estep,
+    kmeans_plusplus_index,
+    kmeans_plusplus_rows,
+    lloyd,
+)
 from lamods._random import check_randomness, make_generator
 from lamods._validation import (
     as_float_tensor,
@@ -56,6 +88,7 @@ from lamods._validation import (
 )
 from lamods.base import Estimator
 from lamods.distances import ScaledFrame, partial_sq_distances
+from lamods.exceptions import ConvergenceError
 
 __all__ = ["KMeans", "kmeans_plusplus"]
 
@@ -117,8 +150,13 @@ class KMeans(Estimator):
         cluster_centers_: :math:`(k, d)`.
         inertia_: scalar, the sum of squared distances of the training points
             to their nearest center.
-        n_iter_: scalar int64, Lloyd iterations of the kept run.
-        labels_: :math:`(N)` training labels (a buffer, not in ``state_dict``).
+        n_iter_: scalar int64, Lloyd iterations of the kept run (``partial_fit``: batches
+            seen).
+        labels_: :math:`(N)` training labels (a buffer, not in ``state_dict``; empty after
+            ``partial_fit`` and ``fit_batches``).
+        counts_: :math:`(k)` points assigned to each centre so far by ``partial_fit`` (empty
+            otherwise). After ``partial_fit``, ``inertia_`` is the last batch's, to the
+            centres before its step.
 
     Examples::
 
@@ -133,7 +171,8 @@ class KMeans(Estimator):
     """
 
     _FITTED = ("cluster_centers_", "inertia_")
-    _FITTED_SHAPES = {"cluster_centers_": ("k", "d"), "inertia_": ()}
+    _RESIZED = ("counts_",)
+    _FITTED_SHAPES = {"cluster_centers_": ("k", "d"), "inertia_": (), "counts_": ("k",)}
 
     def __init__(
         self,
@@ -166,6 +205,7 @@ class KMeans(Estimator):
         self.register_buffer("n_iter_", torch.zeros((), dtype=torch.int64, device=device))
         self.register_buffer("labels_", torch.empty(0, dtype=torch.int64, device=device),
                              persistent=False)
+        self.register_buffer("counts_", torch.empty(0, device=device, dtype=dtype))
 
     def _known_dims(self) -> dict[str, int]:
         return {"k": self.n_clusters}
@@ -202,6 +242,154 @@ class KMeans(Estimator):
         self.inertia_ = frame.back_sq(inertia).reshape(())
         self.labels_ = labels
         self.n_iter_ = torch.tensor(n_iter, dtype=torch.int64, device=X.device)
+        self.counts_ = self.counts_.new_empty(0)
+        return self
+
+    # -- batches (Note [k-means over batches]) -----------------------------------
+    def _initial_centers(self, name: str, X: Tensor) -> Tensor:
+        """Initial centres from the first batch (rank 0's, broadcast under torch.distributed)."""
+        k, d = self.n_clusters, X.shape[1]
+        if isinstance(self.init, Tensor):
+            check_features(name, self.init, d)
+            return self.init.to(device=X.device, dtype=X.dtype).clone()
+        if X.shape[0] < k:
+            raise ValueError(f"{name}: expected a first batch of at least n_clusters = {k} rows "
+                             f"(the initial centres are drawn from it), got {X.shape[0]}")
+        gen = make_generator(name, self.seed)
+        Xs, x_sq, frame = center_scale(X)
+        if self.init == "k-means++":
+            C = frame.back(kmeans_plusplus_rows(Xs, x_sq, k, None, gen))
+        else:
+            C = X[torch.randperm(X.shape[0], generator=gen).to(X.device)[:k]].clone()
+        if is_distributed():
+            dist.broadcast(C, src=0)
+        return C
+
+    @staticmethod
+    def _batch_stats(X: Tensor, C: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Per-cluster sums ``(k, d)``, counts ``(k,)`` and the inertia of batch ``X`` for
+        centres ``C`` (Note [k-means scaling]: distances in a scaled frame)."""
+        frame = ScaledFrame.of(C, X)
+        Xs, Cs = frame.apply(X), frame.apply(C)
+        labels, dpart = estep(Xs, Cs, chunk_rows(X.shape[0], C.shape[0], X.device), sums=False)
+        sums = torch.zeros_like(C).index_add_(0, labels, X)
+        counts = torch.bincount(labels, minlength=C.shape[0]).to(X.dtype)
+        # ||x - c||^2 = s^2 (||x'||^2 + ||c'||^2 - 2 x'^T c')
+        inertia = frame.back_sq((dpart + Xs.square().sum(1)).clamp_min(0).sum())
+        return sums, counts, inertia
+
+    def _batch_input(self, name: str, method: str, X: object, ref: Tensor | None) -> Tensor:
+        """A finite batch; after the first, of ``ref``'s width and dtype."""
+        X = self._fit_input(method, X, adopt=ref is None)
+        if ref is not None:
+            if X.shape[1] != ref.shape[1]:
+                raise ValueError(f"{name}: expected batches with {ref.shape[1]} features (as "
+                                 f"the first), got {X.shape[1]}")
+            if X.dtype != ref.dtype:
+                raise TypeError(f"{name}: expected batches of the first batch's dtype "
+                                f"{ref.dtype}, got {X.dtype}")
+        return X
+
+    @torch.no_grad()
+    def partial_fit(self, X: object, y: object = None) -> KMeans:
+        """Mini-batch k-means step on one batch ``X`` ``(n_batch, n_features)``; returns
+        ``self`` (Note [k-means over batches]). The first batch seeds the centres."""
+        name = f"{type(self).__name__}.partial_fit"
+        fresh = self.counts_.numel() == 0
+        if fresh and self.is_fitted():
+            raise RuntimeError(f"{name}: expected a fresh module or one fitted by partial_fit, "
+                               f"got a model fitted by fit or fit_batches; stream from a new "
+                               f"module")
+        X = self._batch_input(name, "partial_fit", X, None if fresh else self.cluster_centers_)
+        C = self._initial_centers(name, X) if fresh else self.cluster_centers_
+        N = torch.zeros(self.n_clusters, dtype=X.dtype, device=X.device) if fresh \
+            else self.counts_
+        sums, counts, inertia = self._batch_stats(X, C)
+        stats = all_reduce_sum(torch.cat([sums, counts[:, None]], 1))
+        sums, counts = stats[:, :-1], stats[:, -1]
+        N = N + counts
+        # c_j <- c_j + (sum_j - n_j c_j) / N_j (clusters without points keep their centre)
+        step = (sums - counts[:, None] * C) / N.clamp_min(1)[:, None]
+        C = C + step
+        if not bool(torch.isfinite(C).all()):
+            raise ValueError(f"{name}: expected the cluster centres to stay finite, got "
+                             f"non-finite centres (sums of the batch overflow {X.dtype})")
+        self.cluster_centers_, self.counts_ = C, N
+        self.inertia_ = all_reduce_sum(inertia.reshape(1)).reshape(())
+        self.n_iter_ = self.n_iter_ + 1
+        self.labels_ = self.labels_.new_empty(0)
+        return self
+
+    @torch.no_grad()
+    def fit_batches(self, batches: Iterable[object]) -> KMeans:
+        """Exact Lloyd over an iterable of batches ``(n_batch, n_features)`` (a list, or a
+        DataLoader yielding tensors or ``(X, ...)`` tuples), iterated once per Lloyd step;
+        returns ``self`` (Note [k-means over batches]). One run (``n_init`` is not used);
+        ``labels_`` stays empty (use ``predict`` per batch); ``inertia_`` is that of the
+        final centres."""
+        name = f"{type(self).__name__}.fit_batches"
+
+        def rows() -> Iterable[Tensor]:
+            seen = False
+            for b in batches:
+                b = b[0] if isinstance(b, (tuple, list)) and b and isinstance(b[0], Tensor) \
+                    else b
+                seen = True
+                yield b
+            if not seen:
+                raise ValueError(f"{name}: expected an iterable of at least one batch, got an "
+                                 f"empty one")
+        if isinstance(batches, Tensor) or not isinstance(batches, Iterable):
+            raise TypeError(f"{name}: expected an iterable of batches (a list or a DataLoader), "
+                            f"got {type(batches).__name__}; use fit for one tensor")
+        if iter(batches) is batches:  # a generator or iterator: read once, Lloyd reads it often
+            raise TypeError(f"{name}: expected a re-iterable of batches (a list, a tuple or a "
+                            f"DataLoader; Lloyd reads it once per iteration), got a one-shot "
+                            f"{type(batches).__name__}")
+        # first pass: initial centres, and the totals for tol (sum x, sum x^2, n)
+        C: Tensor | None = None
+        tot = None
+        for X in rows():
+            X = self._batch_input(name, "fit_batches", X, C)
+            if C is None:
+                C = self._initial_centers(name, X)
+            t = torch.cat([X.sum(0), X.square().sum().reshape(1), X.new_tensor([X.shape[0]])])
+            tot = t if tot is None else tot + t
+        assert C is not None and tot is not None
+        d = C.shape[1]
+        tot = all_reduce_sum(tot)
+        n = float(tot[-1])
+        # mean per-feature variance: (sum x^2 - n ||mean||^2) / (n d)
+        var = float((tot[d] - tot[:d].square().sum() / n).clamp_min(0)) / (n * d)
+        tol = self.tol * var
+        it = 0
+        for it in range(1, self.max_iter + 1):  # noqa: B007 (it is kept)
+            acc = torch.zeros(self.n_clusters, d + 1, dtype=C.dtype, device=C.device)
+            for X in rows():
+                X = self._batch_input(name, "fit_batches", X, C)
+                sums, counts, _ = self._batch_stats(X, C)
+                acc += torch.cat([sums, counts[:, None]], 1)
+            acc = all_reduce_sum(acc)
+            counts = acc[:, -1]
+            # c_j = sum_j / count_j; an empty cluster keeps its centre
+            C_new = torch.where(counts[:, None] > 0, acc[:, :-1] / counts.clamp_min(1)[:, None],
+                                C)
+            shift = float((C_new - C).square().sum())
+            C = C_new
+            if shift != shift or shift == float("inf"):
+                raise ConvergenceError(f"{name}: Lloyd's iterations diverged: the cluster "
+                                       f"centres became non-finite at iteration {it}")
+            if shift <= tol:
+                break
+        inertia = C.new_zeros(())
+        for X in rows():
+            inertia = inertia + self._batch_stats(self._batch_input(name, "fit_batches", X, C),
+                                                  C)[2]
+        self.cluster_centers_ = C
+        self.inertia_ = all_reduce_sum(inertia.reshape(1)).reshape(())
+        self.n_iter_ = torch.tensor(it, dtype=torch.int64, device=C.device)
+        self.labels_ = self.labels_.new_empty(0)
+        self.counts_ = self.counts_.new_empty(0)
         return self
 
     def _frame(self, X: Tensor) -> tuple[Tensor, Tensor, ScaledFrame]:

@@ -25,6 +25,28 @@ Hessian.
 
 In float64 the closed form matches scikit-learn's ``LinearRegression`` /
 ``Ridge`` coefficients to about 1e-10 (tests).
+
+Note [streamed normal equations]: ``partial_fit`` keeps the row count :math:`n`, the
+means :math:`\bar x, \bar y` and the centred scatters
+:math:`S_{xx} = \sum (x - \bar x)(x - \bar x)^T`, :math:`S_{xy} = \sum (x - \bar x)(y - \bar y)^T`
+(memory :math:`O(d^2 + dk)` however many rows), merging each batch by Chan et al.'s update
+
+.. math:: S = S_a + S_b + \frac{n_a n_b}{n_a + n_b} (\bar x_b - \bar x_a)(\bar y_b - \bar y_a)^T,
+
+and solves :math:`(S_{xx} + \alpha I) b = S_{xy}`: by Cholesky when :math:`\alpha > 0`, and
+with :math:`\alpha = 0` by the eigendecomposition of :math:`S_{xx}`, dropping eigenvalues
+:math:`\lambda_i \le \text{rcond}^2 \lambda_1` (the singular values :math:`s_i = \sqrt{\lambda_i}`
+of the centred data below ``rcond`` :math:`s_1`, Note [rank cutoff] in
+:mod:`lamods.classic.lstsq`): the minimum-norm solution, as ``fit(method="svd")``. Working
+from the scatter squares the condition number, as ``method="cholesky"`` does: forming
+:math:`S_{xx}` rounds its eigenvalues at about :math:`u \max(10, d) \lambda_1` (measured:
+exactly collinear float64 columns leave eigenvalues near :math:`10^{-16} \lambda_1`), so
+eigenvalues below that are dropped as well, i.e. directions with
+:math:`s_i \le \sqrt{u \max(10, d)}\, s_1` (about :math:`5 \cdot 10^{-8} s_1` in float64):
+stream float64 data when the features are nearly collinear. Under ``torch.distributed`` each
+batch's count and sums are all-reduced, the batch is centred at the global batch mean
+and its scatters all-reduced (Note [distributed statistics] in :mod:`lamods._distributed`),
+so every rank fits the model of all the ranks' rows.
 """
 
 from __future__ import annotations
@@ -34,17 +56,21 @@ import math
 import torch
 from torch import Tensor
 
+from lamods._distributed import all_reduce_sum
 from lamods._validation import check_choice, check_nonnegative, check_positive_int
 from lamods.base import Estimator
-from lamods.classic.lstsq import METHODS, lstsq
-from lamods.exceptions import ConvergenceError
+from lamods.classic.lstsq import METHODS, default_rcond, lstsq
+from lamods.exceptions import ConvergenceError, SingularSystemError
 
 __all__ = ["LinearRegression", "RidgeRegression"]
 
 
 class _LinearModel(Estimator):
-    _FITTED = ("coef_", "intercept_", "loss_curve_")
-    _FITTED_SHAPES = {"coef_": ("...", "d"), "intercept_": ("...",), "loss_curve_": ("t",)}
+    _FITTED = ("coef_", "intercept_", "loss_curve_", "x_mean_", "y_mean_", "scatter_xx_",
+               "scatter_xy_")
+    _FITTED_SHAPES = {"coef_": ("...", "d"), "intercept_": ("...",), "loss_curve_": ("t",),
+                      "x_mean_": ("d",), "y_mean_": ("k",), "scatter_xx_": ("d", "d"),
+                      "scatter_xy_": ("d", "k")}
 
     def __init__(self, alpha: float, *, fit_intercept: bool, method: str, rcond: float | None,
                  device: torch.device | str | None, dtype: torch.dtype | None) -> None:
@@ -58,6 +84,14 @@ class _LinearModel(Estimator):
         self.method = method
         self.rcond = rcond
         self.register_buffer("n_iter_", torch.zeros((), dtype=torch.int64, device=device))
+        self.register_buffer("n_samples_seen_", torch.zeros((), dtype=torch.int64,
+                                                            device=device))
+
+    def _clear_stream(self, ref: Tensor) -> None:
+        """Drop the streaming statistics (a closed-form or gradient-descent fit replaces them)."""
+        for buf in ("x_mean_", "y_mean_", "scatter_xx_", "scatter_xy_"):
+            setattr(self, buf, ref.new_empty(0))
+        self.n_samples_seen_ = torch.zeros((), dtype=torch.int64, device=ref.device)
 
     # -- fitting ---------------------------------------------------------
     def _prepare(self, method: str, X: object, y: object) -> tuple[Tensor, ...]:
@@ -91,7 +125,115 @@ class _LinearModel(Estimator):
         self._store(B, x_mean, y_mean)
         self.loss_curve_ = Xc.new_empty(0)
         self.n_iter_ = torch.zeros((), dtype=torch.int64, device=Xc.device)
+        self._clear_stream(Xc)
         return self
+
+    @torch.no_grad()
+    def partial_fit(self, X: object, y: object) -> _LinearModel:
+        r"""Update the fit with one batch ``X`` ``(n_batch, n_features)``, ``y``
+        ``(n_batch[, k])``; returns ``self``.
+
+        Keeps :math:`O(d^2 + dk)` statistics and re-solves the normal equations after every
+        batch (Note [streamed normal equations]); all-reduced across ranks when
+        torch.distributed is initialised, so every rank must call it the same number of
+        times. After all the batches the coefficients equal ``fit`` on their concatenation
+        up to rounding (``method`` is not used: Cholesky for ``alpha > 0``, the minimum-norm
+        eigen-solution for ``alpha = 0``).
+
+        Raises:
+            SingularSystemError: ``alpha > 0`` and :math:`S_{xx} + \alpha I` is not
+                numerically positive definite (it always is in exact arithmetic).
+        """
+        name = f"{type(self).__name__}.partial_fit"
+        n_a = int(self.n_samples_seen_)
+        if n_a == 0 and self.coef_.numel() > 0:
+            raise RuntimeError(f"{name}: expected a fresh module or one fitted by partial_fit, "
+                               f"got a model fitted by fit or fit_gd (it keeps no streaming "
+                               f"statistics); stream from a new module")
+        X = self._fit_input("partial_fit", X, adopt=n_a == 0)
+        y = self._fit_target("partial_fit", y, X)
+        Y = y.unsqueeze(-1) if y.dim() == 1 else y
+        d, k = X.shape[1], Y.shape[1]
+        if n_a > 0:
+            want_d, want_k = self.x_mean_.shape[0], self.y_mean_.shape[0]
+            if X.dtype != self.x_mean_.dtype:
+                raise TypeError(f"{name}: expected X of the streamed dtype "
+                                f"{self.x_mean_.dtype}, got {X.dtype}")
+            if d != want_d:
+                raise ValueError(f"{name}: expected X with {want_d} features (as the earlier "
+                                 f"batches), got {d}")
+            vector = self.coef_.dim() == 1  # the earlier batches' y was 1-D
+            if k != want_k or (y.dim() == 1) != vector:
+                want = "(n_batch,)" if vector else f"(n_batch, {want_k})"
+                raise ValueError(f"{name}: expected y of shape {want} (as the earlier "
+                                 f"batches), got {tuple(y.shape)}")
+        # this batch's row count and column sums, summed over ranks
+        stats = all_reduce_sum(torch.cat([X.sum(0), Y.sum(0), X.new_tensor([X.shape[0]])]))
+        n_b = int(stats[-1].round())
+        if self.fit_intercept:
+            x_mean_b, y_mean_b = stats[:d] / n_b, stats[d:d + k] / n_b
+        else:
+            x_mean_b, y_mean_b = X.new_zeros(d), X.new_zeros(k)
+        Xc = X - x_mean_b
+        Yc = Y - y_mean_b
+        # [S_xx S_xy] of this batch, about the global batch mean; NaN where its squares leave
+        # the dtype's range, so every rank sees that after the all-reduce and raises together
+        fin = torch.finfo(X.dtype)
+        peaks = torch.stack([Xc.abs().amax(), Yc.abs().amax()]).tolist()
+        scatter_b = Xc.mT @ torch.cat([Xc, Yc], 1)
+        if any(p > 0 and not fin.tiny / fin.eps <= p * p <= fin.max / X.shape[0]
+               for p in peaks):
+            scatter_b.fill_(float("nan"))
+        scatter_b = all_reduce_sum(scatter_b)
+        if not bool(torch.isfinite(scatter_b).all()):
+            raise ValueError(f"{name}: expected data whose squared deviations fit in {X.dtype} "
+                             f"(streaming keeps the scatter of x - mean), got a batch whose "
+                             f"scatter under- or overflows (max |x - mean| {peaks[0]:.3g}, max "
+                             f"|y - mean| {peaks[1]:.3g} on this rank); use float64 data, or fit")
+        sxx_b, sxy_b = scatter_b[:, :d], scatter_b[:, d:]
+        if n_a == 0:
+            x_mean, y_mean, sxx, sxy = x_mean_b, y_mean_b, sxx_b, sxy_b
+        else:
+            n = n_a + n_b
+            dx, dy = x_mean_b - self.x_mean_, y_mean_b - self.y_mean_
+            # Chan et al.: S = S_a + S_b + n_a n_b / n (xbar_b - xbar_a)(ybar_b - ybar_a)^T
+            w = n_a * n_b / n
+            sxx = self.scatter_xx_ + sxx_b + w * torch.outer(dx, dx)
+            sxy = self.scatter_xy_ + sxy_b + w * torch.outer(dx, dy)
+            x_mean = self.x_mean_ + dx * (n_b / n)
+            y_mean = self.y_mean_ + dy * (n_b / n)
+        sxx = (sxx + sxx.mT) / 2
+        n = n_a + n_b
+        B = self._solve_scatter(name, sxx, sxy, n)
+        self._vector = y.dim() == 1
+        self._store(B, x_mean, y_mean)
+        self.x_mean_, self.y_mean_, self.scatter_xx_, self.scatter_xy_ = (
+            x_mean, y_mean, sxx, sxy)
+        self.n_samples_seen_ = torch.tensor(n, dtype=torch.int64, device=X.device)
+        self.loss_curve_ = X.new_empty(0)
+        self.n_iter_ = torch.zeros((), dtype=torch.int64, device=X.device)
+        return self
+
+    def _solve_scatter(self, name: str, sxx: Tensor, sxy: Tensor, n: int) -> Tensor:
+        """:math:`b = (S_{xx} + \alpha I)^{-1} S_{xy}` (Note [streamed normal equations])."""
+        d = sxx.shape[0]
+        if self.alpha > 0:
+            eye = torch.eye(d, dtype=sxx.dtype, device=sxx.device)
+            L, info = torch.linalg.cholesky_ex(sxx + self.alpha * eye)
+            if bool(info):
+                raise SingularSystemError(f"{name}: expected S_xx + alpha I positive definite, "
+                                          f"got a failed Cholesky factorisation (alpha="
+                                          f"{self.alpha:g}); use float64 data")
+            return torch.cholesky_solve(sxy, L)
+        lam, U = torch.linalg.eigh(sxx)
+        rcond = self.rcond if self.rcond is not None else default_rcond(n, d, sxx.dtype)
+        # Note [rank cutoff]: s_i = sqrt(lambda_i) > rcond s_1  <=>  lambda_i > rcond^2 lambda_1;
+        # and forming S_xx rounds at u max(10, d) lambda_1 (Note [streamed normal equations])
+        floor = max(rcond * rcond, torch.finfo(sxx.dtype).eps * max(10, d))
+        keep = lam > floor * lam[-1].clamp_min(0)
+        inv = torch.where(keep, 1 / torch.where(keep, lam, 1), 0)
+        # b = U diag(1 / lambda) U^T S_xy on the kept part: the minimum-norm solution
+        return U @ (inv.unsqueeze(1) * (U.mT @ sxy))
 
     @torch.no_grad()
     def fit_gd(self, X: object, y: object, *, lr: float | None = None, n_iter: int = 1000,
@@ -152,6 +294,7 @@ class _LinearModel(Estimator):
         if not bool(finite.all()):
             self._diverged(name, int((~finite).nonzero()[0]), lr)
         self._store(B, x_mean, y_mean)
+        self._clear_stream(Xc)
         self.loss_curve_ = curve
         self.n_iter_ = torch.tensor(steps, dtype=torch.int64, device=Xc.device)
         return self

@@ -2,7 +2,12 @@
 
 from lamods.layers.activations import ACTIVATIONS, Activation
 from lamods.layers.hadamard import fwht, hadamard_matrix
-from lamods.layers.kernel_heads import KernelRidgeHead, NystromFeatures, kernel_ridge
+from lamods.layers.kernel_heads import (
+    KernelRidgeHead,
+    NystromFeatures,
+    NystromKernelRidge,
+    kernel_ridge,
+)
 from lamods.layers.kernel_svm import LinearSVMHead, squared_hinge_loss
 from lamods.layers.kernels import (
     CosineKernel,
@@ -42,6 +47,7 @@ __all__ = [
     "LinearKernel",
     "LinearSVMHead",
     "NystromFeatures",
+    "NystromKernelRidge",
     "PolynomialKernel",
     "RBFKernel",
     "RandomFourierFeatures",

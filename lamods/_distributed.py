@@ -1,0 +1,26 @@
+"""torch.distributed helpers shared by the streaming fits (private).
+
+Note [distributed statistics]: a fit whose statistics are sums over rows (counts, column
+sums, centred scatters, per-cluster sums) all-reduces them with ``SUM`` when a process
+group is initialised, so every rank ends with the statistics of the union of the ranks'
+batches and fits the same model as one process over all the data (up to summation order).
+Every rank must call the same fit methods with the same shapes of statistics, in the same
+order (the collectives are matched by order).
+"""
+
+from __future__ import annotations
+
+import torch.distributed as dist
+from torch import Tensor
+
+
+def is_distributed() -> bool:
+    """Whether a torch.distributed process group is initialised."""
+    return dist.is_available() and dist.is_initialized()
+
+
+def all_reduce_sum(t: Tensor) -> Tensor:
+    """Sum ``t`` over all ranks in place when torch.distributed is initialised; returns ``t``."""
+    if is_distributed():
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t

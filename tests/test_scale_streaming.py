@@ -1,0 +1,278 @@
+"""Streaming (partial_fit) and multi-process fits: a streamed fit equals the in-memory fit,
+and two gloo processes over shards equal one process over all the data."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+import lamods
+from lamods import LinearRegression, RidgeRegression
+
+F64 = torch.float64
+
+
+def regression_data(n: int = 300, d: int = 6, k: int = 2, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(n, d, generator=g, dtype=F64) * torch.linspace(0.5, 3, d, dtype=F64) + 2.0
+    W = torch.randn(d, k, generator=g, dtype=F64)
+    Y = X @ W + 1.5 + 0.1 * torch.randn(n, k, generator=g, dtype=F64)
+    return X, Y
+
+
+def stream(model, X, Y, sizes):
+    start = 0
+    for size in sizes:
+        model.partial_fit(X[start:start + size], Y[start:start + size])
+        start += size
+    assert start == X.shape[0]
+    return model
+
+
+SIZES = [1, 7, 50, 2, 140, 100]
+
+
+@pytest.mark.parametrize("make", [
+    lambda: RidgeRegression(alpha=3.0),
+    lambda: RidgeRegression(alpha=0.5, fit_intercept=False),
+    lambda: LinearRegression(),
+    lambda: LinearRegression(fit_intercept=False),
+])
+@pytest.mark.parametrize("vector", [True, False])
+def test_streamed_equals_in_memory(make, vector):
+    X, Y = regression_data()
+    if vector:
+        Y = Y[:, 0]
+    full = make().fit(X, Y)
+    streamed = stream(make(), X, Y, SIZES)
+    assert int(streamed.n_samples_seen_) == 300
+    torch.testing.assert_close(streamed.coef_, full.coef_, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(streamed.intercept_, full.intercept_, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(streamed.predict(X), full.predict(X), rtol=1e-10, atol=1e-9)
+
+
+def test_streamed_matches_sklearn_ridge():
+    from sklearn.linear_model import Ridge
+
+    X, Y = regression_data(seed=1)
+    sk = Ridge(alpha=2.0).fit(X.numpy(), Y.numpy())
+    model = stream(RidgeRegression(alpha=2.0), X, Y, [100, 100, 100])
+    torch.testing.assert_close(model.coef_, torch.from_numpy(sk.coef_), rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(model.intercept_, torch.from_numpy(sk.intercept_), rtol=1e-10,
+                               atol=1e-10)
+
+
+def test_streamed_collinear_is_minimum_norm():
+    X, Y = regression_data(seed=2)
+    X = torch.cat([X, X[:, :2] * 2.0 - X[:, 2:3]], 1)  # two exactly collinear columns
+    full = LinearRegression().fit(X, Y)  # the svd method: minimum-norm coefficients
+    streamed = stream(LinearRegression(), X, Y, [150, 150])
+    torch.testing.assert_close(streamed.coef_, full.coef_, rtol=1e-7, atol=1e-7)
+
+
+def test_partial_fit_errors():
+    X, Y = regression_data()
+    model = RidgeRegression().partial_fit(X[:10], Y[:10])
+    with pytest.raises(ValueError, match=r"^RidgeRegression.partial_fit: expected X with 6 "
+                       r"features \(as the earlier batches\), got 5"):
+        model.partial_fit(X[:10, :5], Y[:10])
+    with pytest.raises(ValueError, match=r"^RidgeRegression.partial_fit: expected y of shape "
+                       r"\(n_batch, 2\) \(as the earlier batches\), got \(10,\)"):
+        model.partial_fit(X[:10], Y[:10, 0])
+    with pytest.raises(TypeError, match=r"^RidgeRegression.partial_fit: expected X of the "
+                       r"streamed dtype torch.float64, got torch.float32"):
+        model.partial_fit(X[:10].float(), Y[:10].float())
+    bad = X[:10].clone()
+    bad[3, 1] = float("nan")
+    with pytest.raises(ValueError, match=r"^RidgeRegression.partial_fit: expected a finite X"):
+        model.partial_fit(bad, Y[:10])
+    assert int(model.n_samples_seen_) == 10  # the refused batches changed nothing
+    with pytest.raises(RuntimeError, match=r"^LinearRegression.partial_fit: expected a fresh "
+                       r"module or one fitted by partial_fit, got a model fitted by fit"):
+        LinearRegression().fit(X, Y).partial_fit(X, Y)
+
+
+def test_fit_after_partial_fit_drops_the_stream():
+    X, Y = regression_data()
+    model = RidgeRegression().partial_fit(X[:10], Y[:10]).fit(X, Y)
+    assert int(model.n_samples_seen_) == 0 and model.scatter_xx_.numel() == 0
+
+
+def test_state_dict_round_trip_continues_the_stream():
+    X, Y = regression_data()
+    a = RidgeRegression().partial_fit(X[:100], Y[:100])
+    b = RidgeRegression(dtype=F64)
+    b.load_state_dict(a.state_dict())
+    a.partial_fit(X[100:], Y[100:])
+    b.partial_fit(X[100:], Y[100:])
+    torch.testing.assert_close(a.coef_, b.coef_)
+
+
+# -- two gloo processes over shards ------------------------------------------------------
+def _shard_worker(rank: int, world: int, init: str, out: str) -> None:
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    try:
+        X, Y = regression_data(n=400)
+        # uneven shards, several batches per rank (same number of calls on every rank)
+        shard = slice(0, 150) if rank == 0 else slice(150, 400)
+        Xs, Ys = X[shard], Y[shard]
+        model = RidgeRegression(alpha=1.0)
+        for part in torch.tensor_split(torch.arange(Xs.shape[0]), 3):
+            model.partial_fit(Xs[part], Ys[part])
+        torch.save({"coef": model.coef_, "intercept": model.intercept_,
+                    "n": int(model.n_samples_seen_)}, f"{out}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_gloo_processes_equal_one_process(tmp_path):
+    init = f"file://{tmp_path / 'rendezvous'}"
+    out = str(tmp_path / "result")
+    mp.spawn(_shard_worker, args=(2, init, out), nprocs=2, join=True)
+    X, Y = regression_data(n=400)
+    ref = RidgeRegression(alpha=1.0).fit(X, Y)
+    for rank in range(2):
+        got = torch.load(f"{out}.{rank}")
+        assert got["n"] == 400
+        torch.testing.assert_close(got["coef"], ref.coef_, rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(got["intercept"], ref.intercept_, rtol=1e-10, atol=1e-10)
+
+
+def test_exported():
+    assert lamods.RidgeRegression is RidgeRegression
+
+
+# -- k-means ---------------------------------------------------------------------------
+def blobs(n: int = 600, d: int = 4, k: int = 5, seed: int = 3, dtype=F64):
+    g = torch.Generator().manual_seed(seed)
+    centers = 6 * torch.randn(k, d, generator=g, dtype=F64)
+    X = centers[torch.arange(n) % k] + torch.randn(n, d, generator=g, dtype=F64)
+    return X.to(dtype), centers.to(dtype)
+
+
+def test_fit_batches_equals_fit_from_same_init():
+    X, _ = blobs()
+    g = torch.Generator().manual_seed(7)
+    init = X[torch.randperm(600, generator=g)[:5]]
+    full = lamods.KMeans(5, init=init, tol=0.0).fit(X)
+    batches = list(torch.split(X, [100, 37, 263, 200]))
+    streamed = lamods.KMeans(5, init=init, tol=0.0).fit_batches(batches)
+    torch.testing.assert_close(streamed.cluster_centers_, full.cluster_centers_, rtol=1e-12,
+                               atol=1e-12)
+    torch.testing.assert_close(streamed.inertia_, full.inertia_, rtol=1e-12, atol=0)
+    # tol = 0 stops once the centres no longer move: at most one step after fit's stop
+    assert int(full.n_iter_) <= int(streamed.n_iter_) <= int(full.n_iter_) + 1
+
+
+def test_fit_batches_matches_sklearn_and_takes_a_dataloader():
+    from sklearn.cluster import KMeans as SkKMeans
+
+    X, _ = blobs(seed=4)
+    init = X[:5].clone()
+    sk = SkKMeans(5, init=init.numpy(), n_init=1, tol=1e-4, algorithm="lloyd").fit(X.numpy())
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X), batch_size=128)
+    ours = lamods.KMeans(5, init=init).fit_batches(loader)
+    torch.testing.assert_close(ours.cluster_centers_, torch.from_numpy(sk.cluster_centers_),
+                               rtol=1e-8, atol=1e-8)
+    assert abs(float(ours.inertia_) - sk.inertia_) <= 1e-8 * sk.inertia_
+
+
+def test_fit_batches_kmeanspp_close_to_fit():
+    X, _ = blobs(seed=5)
+    ours = lamods.KMeans(5, seed=0).fit_batches(torch.split(X, 150))
+    best = lamods.KMeans(5, n_init=5, seed=0).fit(X)
+    assert float(ours.inertia_) <= 1.01 * float(best.inertia_)
+
+
+def test_partial_fit_is_the_running_mean_and_near_lloyd():
+    X, _ = blobs(seed=6)
+    init = X[:5].clone()
+    # one batch with N = 0 before: each centre moves to the mean of its points (one Lloyd step)
+    one = lamods.KMeans(5, init=init).partial_fit(X)
+    lloyd1 = lamods.KMeans(5, init=init, max_iter=1).fit(X)
+    torch.testing.assert_close(one.cluster_centers_, lloyd1.cluster_centers_, rtol=1e-12,
+                               atol=1e-12)
+    first = torch.cdist(X, init).argmin(1)  # the labels of the one step
+    torch.testing.assert_close(one.counts_, torch.bincount(first, minlength=5).to(F64))
+    mb = lamods.KMeans(5, seed=0)
+    for _ in range(3):
+        for batch in torch.split(X, 60):
+            mb.partial_fit(batch)
+    assert int(mb.n_iter_) == 30 and float(mb.counts_.sum()) == 1800
+    full = lamods.KMeans(5, n_init=5, seed=0).fit(X)
+    inertia = float(((X[:, None] - mb.cluster_centers_) ** 2).sum(-1).min(1).values.sum())
+    assert inertia <= 1.05 * float(full.inertia_)
+
+
+def test_kmeans_batch_errors():
+    X, _ = blobs()
+    km = lamods.KMeans(5, seed=0).partial_fit(X[:50])
+    with pytest.raises(ValueError, match=r"^KMeans.partial_fit: expected batches with 4 "
+                       r"features \(as the first\), got 3"):
+        km.partial_fit(X[:50, :3])
+    with pytest.raises(TypeError, match=r"^KMeans.partial_fit: expected batches of the first "
+                       r"batch's dtype torch.float64, got torch.float32"):
+        km.partial_fit(X[:50].float())
+    with pytest.raises(ValueError, match=r"^KMeans.partial_fit: expected a first batch of at "
+                       r"least n_clusters = 5 rows"):
+        lamods.KMeans(5).partial_fit(X[:3])
+    with pytest.raises(RuntimeError, match=r"^KMeans.partial_fit: expected a fresh module"):
+        lamods.KMeans(5, seed=0).fit(X).partial_fit(X)
+    with pytest.raises(TypeError, match=r"^KMeans.fit_batches: expected an iterable of batches"):
+        lamods.KMeans(5).fit_batches(X)
+    with pytest.raises(TypeError, match=r"^KMeans.fit_batches: expected a re-iterable of "
+                       r"batches .* got a one-shot generator"):
+        lamods.KMeans(5).fit_batches(b for b in torch.split(X, 100))
+    with pytest.raises(ValueError, match=r"^KMeans.fit_batches: expected an iterable of at "
+                       r"least one batch"):
+        lamods.KMeans(5).fit_batches([])
+    bad = X[:100].clone()
+    bad[7, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"^KMeans.fit_batches: expected a finite X"):
+        lamods.KMeans(5, seed=0).fit_batches([X[:100], bad])
+
+
+def test_kmeans_partial_fit_state_dict_round_trip():
+    X, _ = blobs()
+    a = lamods.KMeans(5, seed=0).partial_fit(X[:100])
+    b = lamods.KMeans(5, dtype=F64)
+    b.load_state_dict(a.state_dict())
+    a.partial_fit(X[100:200])
+    b.partial_fit(X[100:200])
+    torch.testing.assert_close(a.cluster_centers_, b.cluster_centers_)
+
+
+def _kmeans_worker(rank: int, world: int, init: str, out: str) -> None:
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    try:
+        X, _ = blobs()
+        shard = X[:250] if rank == 0 else X[250:]
+        lloyd = lamods.KMeans(5, init=X[:5].clone(), tol=0.0).fit_batches(torch.split(shard, 90))
+        mb = lamods.KMeans(5, seed=0)
+        for batch in torch.split(shard, 125)[:2]:  # two batches on every rank
+            mb.partial_fit(batch)
+        torch.save({"lloyd": lloyd.cluster_centers_, "inertia": lloyd.inertia_,
+                    "mb": mb.cluster_centers_}, f"{out}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_kmeans_two_gloo_processes_equal_one_process(tmp_path):
+    init = f"file://{tmp_path / 'rendezvous'}"
+    out = str(tmp_path / "result")
+    mp.spawn(_kmeans_worker, args=(2, init, out), nprocs=2, join=True)
+    X, _ = blobs()
+    ref = lamods.KMeans(5, init=X[:5].clone(), tol=0.0).fit(X)
+    # mini-batch: rank 0's batches are X[:125], X[125:250], rank 1's X[250:375], X[375:500]:
+    # one process sees the union of each step's batches
+    mb_first = lamods.KMeans(5, seed=0)._initial_centers("t", X[:125])  # rank 0's seeds
+    mb = lamods.KMeans(5, init=mb_first)
+    mb.partial_fit(torch.cat([X[:125], X[250:375]]))
+    mb.partial_fit(torch.cat([X[125:250], X[375:500]]))
+    for rank in range(2):
+        got = torch.load(f"{out}.{rank}")
+        torch.testing.assert_close(got["lloyd"], ref.cluster_centers_, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(got["inertia"], ref.inertia_, rtol=1e-12, atol=0)
+        torch.testing.assert_close(got["mb"], mb.cluster_centers_, rtol=1e-12, atol=1e-12)
