@@ -149,7 +149,7 @@ def test_partial_fit_all_reduce_emulated_with_two_threads(monkeypatch):
         t.copy_(total)
         return t
 
-    monkeypatch.setattr(pca_module, "_all_reduce_sum", fake_all_reduce)
+    monkeypatch.setattr(pca_module, "all_reduce_sum", fake_all_reduce)
     models = [PCA(3, dtype=F64), PCA(3, dtype=F64)]
     errors = []
 

@@ -65,9 +65,9 @@ import math
 from typing import NamedTuple
 
 import torch
-import torch.distributed as dist
 from torch import Tensor
 
+from lamods._distributed import all_reduce_sum
 from lamods._precision import cast_back, compute_dtype
 from lamods._random import check_randomness, make_generator
 from lamods._validation import check_matrix, check_rank_k, check_symmetric_finite
@@ -222,13 +222,6 @@ def pca(X: Tensor, k: int, *, center: bool = True, eps: float | None = None) -> 
 # ---------------------------------------------------------------------------
 # The module
 # ---------------------------------------------------------------------------
-def _all_reduce_sum(t: Tensor) -> Tensor:
-    """Sum ``t`` over all ranks in place when torch.distributed is initialized."""
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    return t
-
-
 class PCA(Estimator):
     r"""Principal component analysis as an ``nn.Module``: :math:`y = (x - \mu) V_k`.
 
@@ -457,7 +450,7 @@ class PCA(Estimator):
         work = X.to(compute_dtype(X.dtype))
         d = work.shape[1]
         # row count and column sums of this batch, summed over ranks
-        stats = _all_reduce_sum(torch.cat([work.sum(0), work.new_tensor([work.shape[0]])]))
+        stats = all_reduce_sum(torch.cat([work.sum(0), work.new_tensor([work.shape[0]])]))
         n_b = int(stats[-1].round())
         if self.center:
             mean_b = stats[:d] / n_b
@@ -469,7 +462,7 @@ class PCA(Estimator):
         scatter_b = _rescaled_square(centered_scatter(work, mean_b, scale_b), scale_b)
         if scatter_b is None:
             scatter_b = torch.full((d, d), math.nan, dtype=work.dtype, device=work.device)
-        scatter_b = _all_reduce_sum(scatter_b)
+        scatter_b = all_reduce_sum(scatter_b)
         if not bool(torch.isfinite(scatter_b).all()):
             raise ValueError(
                 f"{name}: expected data whose squared deviations fit in {work.dtype} (streaming "
