@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from lamods._precision import HALF_DTYPES
+from lamods.exceptions import ConvergenceError
 
 #: Largest accepted ``max |A - A^T|`` relative to ``max |A|``, per dtype of the input.
 SYMMETRY_RTOL: dict[torch.dtype, float] = {
@@ -87,6 +88,18 @@ def check_finite(name: str, x: Tensor, what: str = "input") -> None:
     n_bad = count_nonfinite(x)
     if n_bad:
         raise ValueError(f"{name}: expected a finite {what}, got {n_bad} NaN or infinite entries")
+
+
+def check_finite_loss(name: str, loss: float, where: str, hint: str = "") -> None:
+    """Raise :class:`~lamods.exceptions.ConvergenceError` if an iterative fit's loss is not finite.
+
+    ``where`` names the iteration and the step size (``"epoch 3 (lr=0.5)"``); ``hint`` says
+    what to change. The message: ``fit_sgd: expected a finite training loss, got nan at
+    epoch 3 (lr=0.5); lower lr``.
+    """
+    if not math.isfinite(loss):
+        raise ConvergenceError(f"{name}: expected a finite training loss, got {loss} at {where}"
+                               + (f"; {hint}" if hint else ""))
 
 
 def check_matrix(name: str, A: object, what: str = "input") -> Tensor:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+import lamods
 from lamods.recsys import (
     MatrixFactorization,
     Ratings,
@@ -191,7 +192,7 @@ def test_bad_input_messages() -> None:
         fit_als(MatrixFactorization(5, 6, 2, implicit=True),
                 Ratings(torch.tensor([0]), torch.tensor([0]), torch.ones(1), n_users=5,
                         n_items=6))
-    with pytest.raises(ValueError, match=r"fit: expected ratings over 5 users and 6 items "
+    with pytest.raises(ValueError, match=r"fit_sgd: expected ratings over 5 users and 6 items "
                                          r"\(the model's\), got 2 users and 6 items"):
         fit_sgd(model, Ratings(torch.tensor([1]), torch.tensor([0]), torch.ones(1), n_items=6))
     with pytest.raises(ValueError, match="fit_sgd: expected optimizer to be one of 'adam', "
@@ -391,3 +392,77 @@ def test_cuda_fit_and_recommend() -> None:
     assert items.device.type == "cuda"
     gibbs, _ = fit_gibbs(data, 2, samples=3, burn_in=1, device="cuda")
     assert evaluate(gibbs, data)["rmse"] < 1.0
+
+
+# -- no silent NaN (issue 13): non-finite ratings refused, divergence raises ---------------
+def _state(model: MatrixFactorization) -> dict:
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def _poisoned() -> Ratings:
+    data = synthetic_ratings(30, 20, 2, density=0.5, seed=0).data
+    data.ratings[7] = float("nan")  # changed in place after the checks of Ratings
+    return data
+
+
+@pytest.mark.parametrize("fit", ["sgd", "als", "gibbs"])
+def test_fits_refuse_non_finite_ratings(fit: str) -> None:
+    data = _poisoned()
+    model = MatrixFactorization(30, 20, 2)
+    before = _state(model)
+    with pytest.raises(ValueError, match=f"fit_{fit}: expected a finite ratings tensor, got 1 "
+                                         "NaN or infinite entries"):
+        if fit == "sgd":
+            fit_sgd(model, data, epochs=1)
+        elif fit == "als":
+            fit_als(model, data, epochs=1)
+        else:
+            fit_gibbs(data, 2, samples=1, burn_in=0)
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, before[k], rtol=0, atol=0, equal_nan=True)
+
+
+@pytest.mark.parametrize("implicit", [False, True])   # hand-written and autograd backward
+def test_fit_sgd_divergence_raises_and_leaves_the_model(implicit: bool) -> None:
+    data = synthetic_ratings(30, 20, 2, density=0.5, seed=0).data
+    model = MatrixFactorization(30, 20, 3, implicit=implicit)
+    before = _state(model)
+    with pytest.raises(lamods.ConvergenceError, match=re.escape(
+            "fit_sgd: expected a finite training loss, got nan at epoch 1 (lr=10000, "
+            "optimizer='sgd'); lower lr (or raise reg); the model is left as it was")):
+        fit_sgd(model, data, epochs=3, optimizer="sgd", lr=1e4, batch_size=16)
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, before[k], rtol=0, atol=0)
+    assert model.rating_range is None
+
+
+def test_fit_sgd_reports_the_epoch_that_diverged() -> None:
+    data = synthetic_ratings(30, 20, 2, density=0.5, seed=0).data
+    model = MatrixFactorization(30, 20, 3)
+    # lr grows 1e3-fold per epoch: fine at first, divergent later
+    with pytest.raises(lamods.ConvergenceError, match=r"got (nan|inf) at epoch [2-6] \(lr="):
+        fit_sgd(model, data, epochs=6, optimizer="sgd", lr=1e-3, lr_decay=1e3, batch_size=16)
+
+
+def test_fit_als_singular_and_overflow_raise() -> None:
+    data = synthetic_ratings(30, 20, 2, density=0.5, seed=0).data
+    model = MatrixFactorization(30, 20, 3, init_std=0.0)   # zero item factors, no ridge
+    before = _state(model)
+    with pytest.raises(lamods.SingularSystemError, match=re.escape(
+            "fit_als: expected positive-definite ridge systems, got 30 singular ones at "
+            "epoch 1 (reg=0.0, reg_bias=0.0); use reg > 0")):
+        fit_als(model, data, epochs=2, reg=0.0)
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, before[k], rtol=0, atol=0)
+    huge = Ratings(data.users, data.items, data.ratings * 1e30)   # float32 Gram overflows
+    with pytest.raises(lamods.ConvergenceError, match=re.escape(
+            "fit_als: expected finite factors, got 60 NaN or infinite entries at epoch 1 "
+            "(reg=0.1, reg_bias=0.1); the ratings overflow the dtype")):
+        fit_als(MatrixFactorization(30, 20, 2), huge, epochs=2, reg=0.1)
+    with pytest.raises(lamods.ConvergenceError, match=re.escape(
+            "fit_gibbs: expected a finite training loss, got nan at sweep 1 (alpha=1)")):
+        fit_gibbs(huge, 2, samples=2, burn_in=0, dtype=torch.float32)
+    with pytest.raises(lamods.SingularSystemError, match="ridge_rows: expected positive-"
+                                                         "definite ridge systems, got 2 singular"):
+        ridge_rows(torch.tensor([0, 1]), torch.tensor([0, 1]), torch.ones(2),
+                   torch.zeros(2, 2), 2, 0.0)

@@ -37,10 +37,16 @@ import torch
 from torch import Tensor
 
 from lamods._random import make_generator
-from lamods._validation import check_nonnegative, check_positive, check_positive_int
+from lamods._validation import (
+    check_finite_loss,
+    check_nonnegative,
+    check_positive,
+    check_positive_int,
+)
+from lamods.exceptions import ConvergenceError, SingularSystemError
 from lamods.recsys.mf import MatrixFactorization
 from lamods.recsys.movielens import Ratings
-from lamods.recsys.train import FitHistory, _record, prepare
+from lamods.recsys.train import FitHistory, _record, prepare, restore, snapshot
 
 __all__ = ["fit_als", "fit_gibbs", "ridge_rows"]
 
@@ -87,8 +93,14 @@ def _solve(
     bias: bool,
     alpha: float = 1.0,
     generator: torch.Generator | None = None,
+    failed: list[Tensor] | None = None,
 ) -> Tensor:
-    """Solve (with a generator: sample) every row's ridge problem; ``(n_rows, k[+1])``."""
+    """Solve (with a generator: sample) every row's ridge problem; ``(n_rows, k[+1])``.
+
+    ``failed``: a list to which the counts ``[singular, overflowed]`` of the rows whose
+    system was not numerically positive definite, or not finite, are appended (their
+    solution is garbage; the caller raises, :func:`_check_solved`).
+    """
     n_rows = groups.counts.shape[0]
     if bias:
         features = torch.cat([features, features.new_ones(features.shape[0], 1)], 1)
@@ -104,7 +116,11 @@ def _solve(
         scale = groups.counts[chunk_rows].to(features.dtype) if weighted else mask.new_ones(
             chunk_rows.shape[0])
         gram.diagonal(dim1=1, dim2=2).add_(scale.unsqueeze(1) * diag)
-        chol = torch.linalg.cholesky(gram)
+        chol, info = torch.linalg.cholesky_ex(gram)
+        if failed is not None:
+            # [systems not positive definite, systems with non-finite entries (overflow)]
+            overflow = ~torch.isfinite(gram).all(2).all(1)
+            failed.append(torch.stack([((info != 0) & ~overflow).sum(), overflow.sum()]))
         # x = A^{-1} rhs
         x = torch.cholesky_solve(rhs, chol)
         if generator is not None:
@@ -113,6 +129,30 @@ def _solve(
             x = x + torch.linalg.solve_triangular(chol.transpose(1, 2), e, upper=True)
         out[chunk_rows] = x.squeeze(2)
     return out
+
+
+def _check_solved(name: str, failed: list[Tensor], solutions: tuple[Tensor, ...], where: str,
+                  hint: str, on_failure: Callable[[], None] | None = None) -> None:
+    """Raise if a half-step met a singular system or produced non-finite factors.
+
+    One synchronisation. ``on_failure`` runs first: a fit puts the model back as it was
+    before it began (Note [divergence] in :mod:`lamods.recsys.train`).
+    """
+    checks = list(torch.stack(failed).sum(0)) if failed else [torch.zeros((), dtype=torch.long)] * 2
+    checks += [(~torch.isfinite(x)).sum().cpu() for x in solutions]
+    counts = [int(c) for c in torch.stack([c.cpu() for c in checks]).tolist()]
+    n_singular, n_overflow, n_nonfinite = counts[0], counts[1], sum(counts[2:])
+    if not (n_singular or n_overflow or n_nonfinite):
+        return
+    if on_failure is not None:
+        on_failure()
+    if n_singular and not n_overflow:
+        raise SingularSystemError(
+            f"{name}: expected positive-definite ridge systems, got {n_singular} singular "
+            f"one{'s' * (n_singular != 1)} at {where}; {hint}")
+    raise ConvergenceError(f"{name}: expected finite factors, got {n_nonfinite} NaN or "
+                           f"infinite entries at {where}; the ratings overflow the dtype: "
+                           "rescale them or fit in float64")
 
 
 def ridge_rows(
@@ -154,8 +194,11 @@ def ridge_rows(
     k = features.shape[1]
     reg_bias = reg if reg_bias is None else reg_bias
     diag = features.new_tensor([reg] * k + ([reg_bias] if bias else []))
+    failed: list[Tensor] = []
     sol = _solve(_Rows(rows, n_rows), cols, targets, features, diag, weighted=weighted,
-                 bias=bias)
+                 bias=bias, failed=failed)
+    _check_solved("ridge_rows", failed, (sol,), f"reg={reg}, reg_bias={reg_bias}",
+                  "use reg > 0, or give every row at least as many ratings as features")
     return (sol[:, :k], sol[:, k]) if bias else (sol, None)
 
 
@@ -209,7 +252,8 @@ def fit_als(
     epochs = check_positive_int(name, "epochs", epochs)
     reg = check_nonnegative(name, "reg", reg)
     reg_bias = reg if reg_bias is None else check_nonnegative(name, "reg_bias", reg_bias)
-    users, items, ratings = prepare(model, train)
+    before = snapshot(model)
+    users, items, ratings = prepare(model, train, name)
     dt = _work_dtype(model)
     ratings = ratings.to(dt)
     k, biased = model.n_factors, model.biased
@@ -221,16 +265,23 @@ def fit_als(
     b_i = (model.item_bias.detach().to(dt) if biased
            else q.new_zeros(model.n_items))
     history = FitHistory()
+    hint = ("use reg > 0 (and reg_bias > 0), or give every user and item at least as many "
+            "ratings as factors")
     for epoch in range(epochs):
         start = time.perf_counter()
+        where = f"epoch {epoch + 1} (reg={reg}, reg_bias={reg_bias})"
+        failed: list[Tensor] = []
         # users: t_ui = r_ui - mu - b_i
-        sol = _solve(by_user, items, ratings - mu - b_i[items], q, diag,
-                     weighted=weighted, bias=biased)
-        p, b_u = (sol[:, :k], sol[:, k]) if biased else (sol, q.new_zeros(model.n_users))
+        sol_u = _solve(by_user, items, ratings - mu - b_i[items], q, diag,
+                       weighted=weighted, bias=biased, failed=failed)
+        _check_solved(name, failed, (sol_u,), where, hint, lambda: restore(model, before))
+        p, b_u = (sol_u[:, :k], sol_u[:, k]) if biased else (sol_u, q.new_zeros(model.n_users))
         # items: t_ui = r_ui - mu - b_u
-        sol = _solve(by_item, users, ratings - mu - b_u[users], p, diag,
-                     weighted=weighted, bias=biased)
-        q, b_i = (sol[:, :k], sol[:, k]) if biased else (sol, q.new_zeros(model.n_items))
+        failed = []
+        sol_i = _solve(by_item, users, ratings - mu - b_u[users], p, diag,
+                       weighted=weighted, bias=biased, failed=failed)
+        _check_solved(name, failed, (sol_i,), where, hint, lambda: restore(model, before))
+        q, b_i = (sol_i[:, :k], sol_i[:, k]) if biased else (sol_i, q.new_zeros(model.n_items))
         with torch.no_grad():
             model.user_factors.copy_(p)
             model.item_factors.copy_(q)
@@ -302,7 +353,7 @@ def fit_gibbs(
     dev = torch.device(device) if device is not None else train.users.device
     final = MatrixFactorization(train.n_users, train.n_items, k * samples, biased=True,
                                 rating_range=train.rating_range, device=dev, dtype=dtype)
-    users, items, ratings = prepare(final, train)
+    users, items, ratings = prepare(final, train, name)
     gen = make_generator("fit_gibbs", seed, device=dev)
     mu = final.global_mean
     by_user, by_item = _Rows(users, train.n_users), _Rows(items, train.n_items)
@@ -334,8 +385,11 @@ def fit_gibbs(
         q, b_i = sol[:, :k], sol[:, k]
         lam_i = _gamma(shape_i, b0 + 0.5 * sol.pow(2).sum(0), gen)
         err = ratings - (mu + b_u[users] + b_i[items] + (p[users] * q[items]).sum(1))
+        sse = float(err.pow(2).sum())
+        check_finite_loss(name, sse, f"sweep {sweep + 1} (alpha={alpha:g})",
+                          "the ratings are too large for the dtype: rescale them")
         # alpha ~ Gamma(a0 + N/2, b0 + SSE/2)
-        alpha = float(_gamma(shape_a, b0 + 0.5 * err.pow(2).sum(), gen))
+        alpha = float(_gamma(shape_a, b0 + 0.5 * sse, gen))
         if sweep >= burn_in:
             kept_p.append(p)
             kept_q.append(q)
