@@ -460,9 +460,93 @@ def test_fit_als_singular_and_overflow_raise() -> None:
             "(reg=0.1, reg_bias=0.1); the ratings overflow the dtype")):
         fit_als(MatrixFactorization(30, 20, 2), huge, epochs=2, reg=0.1)
     with pytest.raises(lamods.ConvergenceError, match=re.escape(
-            "fit_gibbs: expected a finite training loss, got nan at sweep 1 (alpha=1)")):
+            "fit_gibbs: expected finite factors, got 60 NaN or infinite entries at sweep 1 "
+            "(alpha=1); the ratings overflow the dtype")):
         fit_gibbs(huge, 2, samples=2, burn_in=0, dtype=torch.float32)
     with pytest.raises(lamods.SingularSystemError, match="ridge_rows: expected positive-"
                                                          "definite ridge systems, got 2 singular"):
         ridge_rows(torch.tensor([0, 1]), torch.tensor([0, 1]), torch.ones(2),
                    torch.zeros(2, 2), 2, 0.0)
+
+
+# -- the row solver, the Gibbs sampler's draws -------------------------------------------
+@pytest.mark.parametrize("path", ["outer", "padded"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_row_systems_match_dense_sums(path: str, weighted: bool,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from lamods.recsys import _rows
+
+    if path == "padded":
+        monkeypatch.setattr(_rows, "BUDGET", 20)   # forces small padded chunks
+    g = torch.Generator().manual_seed(3)
+    n_rows, n_cols, d, n = 9, 7, 3, 50
+    rows = torch.randint(0, n_rows - 1, (n,), generator=g)   # the last row has no entry
+    cols = torch.randint(0, n_cols, (n,), generator=g)
+    t = torch.randn(n, generator=g, dtype=torch.float64)
+    w = torch.rand(n, generator=g, dtype=torch.float64) if weighted else None
+    z = torch.randn(n_cols, d, generator=g, dtype=torch.float64)
+    seen = {}
+    for r, gram, rhs in _rows.RowIndex(rows, cols, n_rows, n_cols).systems(z, t, w):
+        for j, row in enumerate(r.tolist()):
+            seen[row] = (gram[j], rhs[j])
+    assert sorted(seen) == sorted(set(rows.tolist()))
+    for row, (gram, rhs) in seen.items():
+        sel = rows == row
+        ww = w[sel] if weighted else torch.ones(int(sel.sum()), dtype=torch.float64)
+        zz = z[cols[sel]]
+        torch.testing.assert_close(gram, (zz * ww.unsqueeze(1)).T @ zz)
+        torch.testing.assert_close(rhs, zz.T @ (ww * t[sel]))
+
+
+def test_gamma_and_wishart_draws_match_scipy() -> None:
+    from scipy import stats
+
+    from lamods.recsys.bayes import _gamma, _wishart
+
+    g = torch.Generator().manual_seed(0)
+    for shape in (0.4, 1.0, 7.5, 3000.0):
+        x = _gamma(torch.full((4000,), shape, dtype=torch.float64), 2.0, g).numpy()
+        assert stats.kstest(x, stats.gamma(shape, scale=0.5).cdf).pvalue > 1e-3, shape
+    scale = torch.tensor([[2.0, 0.3], [0.3, 0.5]], dtype=torch.float64)
+    draws = torch.stack([_wishart(6.0, scale, g) for _ in range(2000)])
+    # E[W] = df S; Var[W_jl] = df (S_jl^2 + S_jj S_ll)
+    torch.testing.assert_close(draws.mean(0), 6.0 * scale, rtol=0.05, atol=0.05)
+    var = 6.0 * (scale ** 2 + torch.outer(scale.diagonal(), scale.diagonal()))
+    torch.testing.assert_close(draws.var(0), var, rtol=0.15, atol=0.1)
+
+
+@pytest.mark.parametrize("dual", [True, False])
+def test_side_features_draw_is_the_matrix_normal(dual: bool) -> None:
+    """beta | X ~ MN(K^-1 F^T X, K^-1, C C^T): mean and row covariance against dense algebra."""
+    from lamods.recsys._rows import RowIndex
+    from lamods.recsys.bayes import _SideFeatures
+
+    g = torch.Generator().manual_seed(1)
+    n, m = (5, 8) if dual else (8, 5)
+    rows = torch.arange(n).repeat_interleave(3)
+    cols = torch.randint(0, m, (3 * n,), generator=g)
+    by_row, by_col = RowIndex(rows, cols, n, m), RowIndex(cols, rows, m, n)
+    side = _SideFeatures(by_row, by_col, rows, 0.7, torch.float64)
+    assert side.dual == dual
+    F = torch.zeros(n, m, dtype=torch.float64)
+    F.index_put_((rows, cols), torch.full((3 * n,), 3 ** -0.5, dtype=torch.float64),
+                 accumulate=True)
+    torch.testing.assert_close(side.F.to_dense(), F)
+    K = F.T @ F + 0.7 * torch.eye(m, dtype=torch.float64)
+    X = torch.randn(n, 2, generator=g, dtype=torch.float64)
+    cov_chol = torch.tensor([[1.0, 0.0], [0.5, 0.2]], dtype=torch.float64)
+    draws = torch.stack([side.draw(X, cov_chol, g) for _ in range(4000)])
+    mean = torch.linalg.solve(K, F.T @ X)
+    torch.testing.assert_close(draws.mean(0), mean, atol=0.05, rtol=0)
+    # column 0 of beta: row covariance K^-1 times (C C^T)_00 = 1
+    emp = torch.cov(draws[:, :, 0].T)
+    torch.testing.assert_close(emp, torch.linalg.inv(K), atol=0.05, rtol=0)
+
+
+def test_gibbs_with_implicit_side_features_recovers_and_is_seeded(synthetic) -> None:
+    syn, train, test = synthetic
+    model, hist = fit_gibbs(train, 3, samples=10, burn_in=10, implicit=True, seed=0, val=test)
+    again, _ = fit_gibbs(train, 3, samples=10, burn_in=10, implicit=True, seed=0)
+    torch.testing.assert_close(model.user_factors, again.user_factors, rtol=0, atol=0)
+    assert evaluate(model, test)["rmse"] < 1.3 * NOISE
+    assert abs(evaluate(model, test)["rmse"] - hist.val_rmse[-1]) < 1e-6

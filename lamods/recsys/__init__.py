@@ -12,7 +12,8 @@
   :func:`ndcg_at_k`, :func:`ranking_metrics`: metrics.
 """
 
-from lamods.recsys.als import fit_als, fit_gibbs, ridge_rows
+from lamods.recsys.als import fit_als, ridge_rows
+from lamods.recsys.bayes import fit_gibbs
 from lamods.recsys.metrics import (
     evaluate,
     mae,
