@@ -550,3 +550,79 @@ def test_gibbs_with_implicit_side_features_recovers_and_is_seeded(synthetic) -> 
     torch.testing.assert_close(model.user_factors, again.user_factors, rtol=0, atol=0)
     assert evaluate(model, test)["rmse"] < 1.3 * NOISE
     assert abs(evaluate(model, test)["rmse"] - hist.val_rmse[-1]) < 1e-6
+
+
+# -- blocked top-k (issue 16): no users x items matrix, same answer as the dense one -----
+@pytest.mark.parametrize("blocks", [(1, 1), (2, 3), (5, 64), (1024, 1 << 16)])
+def test_topk_scores_match_a_dense_reference(blocks) -> None:
+    from lamods.recsys.topk import topk_scores
+
+    g = torch.Generator().manual_seed(0)
+    n_q, n_items, d, k = 7, 23, 4, 5
+    queries = torch.randn(n_q, d, generator=g, dtype=torch.float64)
+    items = torch.randn(n_items, d, generator=g, dtype=torch.float64)
+    offset = torch.randn(n_items, generator=g, dtype=torch.float64)
+    counts = torch.tensor([0, 3, 1, 19, 2, 0, 5])   # query 3 has only 4 allowed items
+    indptr = torch.cat([torch.zeros(1, dtype=torch.long), counts.cumsum(0)])
+    excl = torch.cat([torch.randperm(n_items, generator=g)[:c] for c in counts.tolist()])
+    idx, val = topk_scores(queries, items, k, item_offset=offset, exclude_indptr=indptr,
+                           exclude_items=excl, query_block=blocks[0], item_block=blocks[1])
+    dense = queries @ items.T + offset
+    for b in range(n_q):
+        dense[b, excl[indptr[b]:indptr[b + 1]]] = float("-inf")
+    ref = dense.topk(k, dim=1)
+    torch.testing.assert_close(val, ref.values)
+    finite = torch.isfinite(ref.values)
+    assert torch.equal(idx[finite], ref.indices[finite])
+    assert (~finite).sum() == 1 and not torch.isfinite(val[3, 4])   # 4 allowed, k = 5
+
+
+def test_recommend_and_similar_items_blocked_equal_unblocked() -> None:
+    model = MatrixFactorization(9, 40, 3, implicit=True, dtype=torch.float64)
+    with torch.no_grad():
+        model.user_bias.normal_()
+        model.item_bias.normal_()
+        model.global_mean.fill_(3.0)
+    g = torch.Generator().manual_seed(2)
+    model.set_interactions(torch.randint(0, 9, (60,), generator=g),
+                           torch.randint(0, 40, (60,), generator=g))
+    users = torch.arange(9)
+    full = model.score_all(users)
+    full[model._bags(users)[1], model._bags(users)[0]] = float("-inf")
+    for block in (3, 7, 40):
+        items, scores = model.recommend(users, k=6, item_block=block)
+        ref = full.topk(6, dim=1)
+        assert torch.equal(items, ref.indices)
+        torch.testing.assert_close(scores, ref.values)
+        sim_items, sims = model.similar_items(torch.tensor([4, 0, 39]), k=5, item_block=block)
+        assert not (sim_items == torch.tensor([[4], [0], [39]])).any()
+        unit = torch.nn.functional.normalize(model.item_factors.detach(), dim=1)
+        cos = unit[[4, 0, 39]] @ unit.T
+        cos[[0, 1, 2], [4, 0, 39]] = float("-inf")
+        torch.testing.assert_close(sims, cos.topk(5, dim=1).values)
+
+
+def test_recommend_over_120k_items_works_in_tiles(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lamods.recsys import topk
+
+    widths = []
+    merge = topk._merge
+
+    def spy(vals, idx, tile, offset, k):
+        widths.append(tuple(tile.shape))
+        return merge(vals, idx, tile, offset, k)
+
+    monkeypatch.setattr(topk, "_merge", spy)
+    n_items = 120_000
+    model = MatrixFactorization(6, n_items, 8)
+    g = torch.Generator().manual_seed(0)
+    model.set_interactions(torch.randint(0, 6, (500,), generator=g),
+                           torch.randint(0, n_items, (500,), generator=g))
+    users = torch.arange(6)
+    items, scores = model.recommend(users, k=10, item_block=16384)
+    assert max(w[1] for w in widths) <= 16384 and len(widths) == 8   # 8 tiles of <= 16384
+    full = model.score_all(users)
+    full[model._bags(users)[1], model._bags(users)[0]] = float("-inf")
+    ref = full.topk(10, dim=1)
+    assert torch.equal(items, ref.indices)
+    torch.testing.assert_close(scores, ref.values)

@@ -6,8 +6,11 @@
 - :class:`MatrixFactorization`: biased MF / SVD++ model with ``recommend`` and
   ``similar_items``.
 - :func:`fit_sgd`, :func:`fit_als`, :func:`fit_gibbs`: mini-batch gradient, alternating
-  least squares, Bayesian (Gibbs) fitting; :func:`ridge_rows`: one ALS half-step;
+  least squares, Bayesian (Gibbs; BPMF, optionally with the implicit feedback as side
+  features) fitting; :func:`ridge_rows`: one ALS half-step;
   :func:`mf_backward`: the hand-written gradient ``fit_sgd`` uses for biased MF.
+- :func:`select_by_validation`, :func:`parameter_grid`: hyperparameters chosen on a held-out
+  part of the training data.
 - :func:`rmse`, :func:`mae`, :func:`evaluate`, :func:`precision_at_k`, :func:`recall_at_k`,
   :func:`ndcg_at_k`, :func:`ranking_metrics`: metrics.
 """
@@ -28,6 +31,7 @@ from lamods.recsys.movielens import VARIANTS, MovieLens, Ratings
 from lamods.recsys.splits import kfold, kfold_indices, leave_last_out, random_split
 from lamods.recsys.synthetic import SyntheticRatings, synthetic_ratings
 from lamods.recsys.train import FitHistory, fit_sgd, mf_backward
+from lamods.recsys.tuning import Selection, parameter_grid, select_by_validation
 
 __all__ = [
     "VARIANTS",
@@ -35,6 +39,7 @@ __all__ = [
     "MatrixFactorization",
     "MovieLens",
     "Ratings",
+    "Selection",
     "SyntheticRatings",
     "evaluate",
     "fit_als",
@@ -46,11 +51,13 @@ __all__ = [
     "mae",
     "mf_backward",
     "ndcg_at_k",
+    "parameter_grid",
     "precision_at_k",
     "random_split",
     "ranking_metrics",
     "recall_at_k",
     "ridge_rows",
     "rmse",
+    "select_by_validation",
     "synthetic_ratings",
 ]
