@@ -2,7 +2,12 @@
 
 - :class:`Ratings`, :class:`MovieLens`: rating data with contiguous user/item indices.
 - :func:`random_split`, :func:`kfold`, :func:`kfold_indices`, :func:`leave_last_out`: splits.
-- :func:`synthetic_ratings`: low-rank ratings plus noise (no data file).
+- :func:`synthetic_ratings`, :func:`planted_ratings`, :func:`synthetic_interactions`:
+  low-rank ratings plus noise (dense-mask or sparse-pair sampling, up to ML-25M's shape) and
+  implicit feedback with a planted taste (no data file).
+- :func:`fit_wals`, :func:`fit_bpr`: implicit-feedback factorization (weighted ALS of Hu,
+  Koren & Volinsky; BPR), evaluated by :func:`ranking_metrics` on :func:`leave_last_out`.
+- :func:`topk_scores`: blocked top-k retrieval behind ``recommend`` / ``similar_items``.
 - :class:`MatrixFactorization`: biased MF / SVD++ model with ``recommend`` and
   ``similar_items``.
 - :func:`fit_sgd`, :func:`fit_als`, :func:`fit_gibbs`: mini-batch gradient, alternating
@@ -17,6 +22,7 @@
 
 from lamods.recsys.als import fit_als, ridge_rows
 from lamods.recsys.bayes import fit_gibbs
+from lamods.recsys.implicit import bpr_loss, fit_bpr, fit_wals, wals_loss
 from lamods.recsys.metrics import (
     evaluate,
     mae,
@@ -29,7 +35,13 @@ from lamods.recsys.metrics import (
 from lamods.recsys.mf import MatrixFactorization
 from lamods.recsys.movielens import VARIANTS, MovieLens, Ratings
 from lamods.recsys.splits import kfold, kfold_indices, leave_last_out, random_split
-from lamods.recsys.synthetic import SyntheticRatings, synthetic_ratings
+from lamods.recsys.synthetic import (
+    SyntheticRatings,
+    planted_ratings,
+    synthetic_interactions,
+    synthetic_ratings,
+)
+from lamods.recsys.topk import topk_scores
 from lamods.recsys.train import FitHistory, fit_sgd, mf_backward
 from lamods.recsys.tuning import Selection, parameter_grid, select_by_validation
 
@@ -41,10 +53,13 @@ __all__ = [
     "Ratings",
     "Selection",
     "SyntheticRatings",
+    "bpr_loss",
     "evaluate",
     "fit_als",
+    "fit_bpr",
     "fit_gibbs",
     "fit_sgd",
+    "fit_wals",
     "kfold",
     "kfold_indices",
     "leave_last_out",
@@ -52,6 +67,7 @@ __all__ = [
     "mf_backward",
     "ndcg_at_k",
     "parameter_grid",
+    "planted_ratings",
     "precision_at_k",
     "random_split",
     "ranking_metrics",
@@ -59,5 +75,8 @@ __all__ = [
     "ridge_rows",
     "rmse",
     "select_by_validation",
+    "synthetic_interactions",
     "synthetic_ratings",
+    "topk_scores",
+    "wals_loss",
 ]
