@@ -12,7 +12,8 @@
   ``similar_items``.
 - :func:`fit_sgd`, :func:`fit_als`, :func:`fit_gibbs`: mini-batch gradient, alternating
   least squares, Bayesian (Gibbs; BPMF, optionally with the implicit feedback as side
-  features) fitting; :func:`ridge_rows`: one ALS half-step;
+  features) fitting; :func:`fit_als_sharded`: ALS with the rows split over processes
+  (``torch.distributed``); :func:`ridge_rows`: one ALS half-step;
   :func:`mf_backward`: the hand-written gradient ``fit_sgd`` uses for biased MF.
 - :func:`select_by_validation`, :func:`parameter_grid`: hyperparameters chosen on a held-out
   part of the training data.
@@ -22,6 +23,7 @@
 
 from lamods.recsys.als import fit_als, ridge_rows
 from lamods.recsys.bayes import fit_gibbs
+from lamods.recsys.distributed import fit_als_sharded, shard_range
 from lamods.recsys.implicit import bpr_loss, fit_bpr, fit_wals, wals_loss
 from lamods.recsys.metrics import (
     evaluate,
@@ -56,6 +58,7 @@ __all__ = [
     "bpr_loss",
     "evaluate",
     "fit_als",
+    "fit_als_sharded",
     "fit_bpr",
     "fit_gibbs",
     "fit_sgd",
@@ -75,6 +78,7 @@ __all__ = [
     "ridge_rows",
     "rmse",
     "select_by_validation",
+    "shard_range",
     "synthetic_interactions",
     "synthetic_ratings",
     "topk_scores",

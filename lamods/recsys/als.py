@@ -111,13 +111,12 @@ def _solve(
             if A.device.type != "cpu" or bool(bad.any()):  # (free on the CPU)
                 overflow = ~torch.isfinite(A).all(2).all(1)
                 failed.append(torch.stack([(bad & ~overflow).sum(), overflow.sum()]))
-        # x = A^{-1} c
-        x = torch.cholesky_solve(c.unsqueeze(2), chol)
+        # x = A^{-1} c = L^{-T} (L^{-1} c), A = L L^T
+        y = torch.linalg.solve_triangular(chol, c.unsqueeze(2), upper=False)
         if generator is not None:
-            # a draw from N(A^{-1} c, A^{-1}): x + L^{-T} e, e ~ N(0, I)
-            e = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-            x = x + torch.linalg.solve_triangular(chol.transpose(1, 2), e, upper=True)
-        x = x.squeeze(2)
+            # a draw from N(A^{-1} c, A^{-1}): L^{-T} (L^{-1} c + e), e ~ N(0, I)
+            y += torch.randn(y.shape, generator=generator, device=y.device, dtype=y.dtype)
+        x = torch.linalg.solve_triangular(chol.transpose(1, 2), y, upper=True).squeeze(2)
         if fit is not None:
             # sum_r x^T G x - 2 x^T b
             fit += ((gram @ x.unsqueeze(2)).squeeze(2) * x).sum() - 2 * (rhs * x).sum()
