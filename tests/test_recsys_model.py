@@ -626,3 +626,17 @@ def test_recommend_over_120k_items_works_in_tiles(monkeypatch: pytest.MonkeyPatc
     ref = full.topk(10, dim=1)
     assert torch.equal(items, ref.indices)
     torch.testing.assert_close(scores, ref.values)
+
+
+def test_gibbs_implicit_refuses_a_side_too_large_for_its_dense_gram(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from lamods.recsys import bayes
+
+    monkeypatch.setattr(bayes, "MAX_SIDE_DIM", 10)
+    data = synthetic_ratings(30, 20, 2, density=0.5, seed=0).data
+    with pytest.raises(ValueError, match=re.escape(
+            "fit_gibbs: expected min(n_users, n_items) <= 10 with implicit=True (a dense "
+            "Gram of that size is factorised), got 20; use implicit=False")):
+        fit_gibbs(data, 2, samples=1, burn_in=0, implicit=True)
+    with pytest.raises(ValueError, match="fit_gibbs: expected implicit_reg > 0, got 0.0"):
+        fit_gibbs(data, 2, samples=1, implicit_reg=0.0)

@@ -66,6 +66,7 @@ class RowIndex:
         self.crow = torch.cat([self.counts.new_zeros(1), torch.cumsum(self.counts, 0)])
         self.nnz = rows.shape[0]
         self._padded: list[tuple[Tensor, Tensor, Tensor]] | None = None
+        self._padded_width = 0
 
     def matrix(self, values: Tensor) -> Tensor:
         """The sparse CSR ``(n_rows, n_cols)`` matrix with ``values`` (input order)."""

@@ -59,7 +59,7 @@ from lamods._validation import (
     check_positive,
     check_positive_int,
 )
-from lamods.recsys._rows import RowIndex
+from lamods.recsys._rows import BUDGET, RowIndex, _csr
 from lamods.recsys.als import _check_solved, _solve
 from lamods.recsys.mf import MatrixFactorization
 from lamods.recsys.movielens import Ratings
@@ -68,7 +68,7 @@ from lamods.recsys.train import FitHistory, prepare
 __all__ = ["fit_gibbs"]
 
 #: Largest min(n_users, n_items) for implicit=True (the dual Gram is that size, dense).
-MAX_SIDE_DIM = 20_000
+MAX_SIDE_DIM = 10_000
 
 
 def _gamma(shape: Tensor, rate: Tensor | float, generator: torch.Generator) -> Tensor:
@@ -154,6 +154,22 @@ def _normal_wishart(X: Tensor, generator: torch.Generator, *, beta0: float = 2.0
     return mu, lam
 
 
+def _gram_of_rows(index: RowIndex, values: Tensor) -> Tensor:
+    r""":math:`M^\top M` (float64, dense ``n_cols x n_cols``) of the sparse matrix ``index`` holds
+    with ``values`` (input order), summed over dense blocks of at most ``BUDGET`` floats."""
+    m = index.n_cols
+    vals = values[index.order].double()
+    gram = torch.zeros(m, m, dtype=torch.float64, device=values.device)
+    step = max(1, BUDGET // max(m, 1))
+    for a in range(0, index.n_rows, step):
+        e = min(a + step, index.n_rows)
+        lo, hi = int(index.crow[a]), int(index.crow[e])
+        block = _csr(index.crow[a:e + 1] - lo, index.col[lo:hi], vals[lo:hi],
+                     (e - a, m)).to_dense()
+        gram += block.T @ block
+    return gram
+
+
 class _SideFeatures:
     r"""The implicit features :math:`F` of one side and the draw of its link matrix :math:`\beta`.
 
@@ -170,9 +186,10 @@ class _SideFeatures:
         self.FT = transpose.matrix(scale)       # (m, n)
         self.shape = (n, m)
         self.dual = n < m
-        # K = F^T F + lam I (m x m), or its dual F F^T + lam I (n x n)
-        small = self.F @ self.FT.to_dense() if self.dual else self.FT @ self.F.to_dense()
-        small = small.double()
+        # K = F^T F + lam I (m x m) = sum over the rows of F, or its dual F F^T + lam I
+        # (n x n) = sum over the rows of F^T; rows taken in dense blocks of bounded size
+        rows_of = index if not self.dual else transpose
+        small = _gram_of_rows(rows_of, scale)
         small.diagonal().add_(lam)
         self.chol = torch.linalg.cholesky(small).to(dtype)
 
