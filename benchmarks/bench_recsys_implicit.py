@@ -119,9 +119,10 @@ ROWS: list[tuple[str, Callable, dict, str]] = [
      {"factors": [32, 64], "reg": [0.05], "alpha": [1.0, 5.0, 10.0]}, "implicit ALS (CG)"),
     ("lamods fit_wals (CG)", lamods_wals,
      {"factors": [32, 64], "reg": [0.05], "alpha": [0.0, 4.0, 9.0]}, "implicit ALS (CG)"),
-    ("implicit BPR", implicit_bpr, {"factors": [64], "lr": [0.01, 0.03]}, "implicit BPR"),
-    ("lamods fit_bpr (Adam, 10 epochs of ~64 batches)", lamods_bpr,
-     {"factors": [64], "lr": [0.005, 0.01]}, "implicit BPR"),
+    ("implicit BPR", implicit_bpr,
+     {"factors": [64], "lr": [0.01, 0.03], "epochs": [50, 100]}, "implicit BPR"),
+    ("lamods fit_bpr (Adam, ~64 batches per epoch)", lamods_bpr,
+     {"factors": [64], "lr": [0.005, 0.01], "epochs": [10, 30]}, "implicit BPR"),
 ]
 
 
