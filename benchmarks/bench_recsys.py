@@ -102,6 +102,9 @@ ROWS: dict[str, Row] = {
     "Bayesian SVD++ flipped (BPMF + implicit side features, k=10, 50 draws), tuned": Row(
         gibbs, dict(k=10, samples=50, burn_in=10, implicit=True),
         grid={"implicit_reg": [0.3, 1.0, 3.0]}),
+    "Bayesian SVD++ flipped (k=10, 30 draws), tuned": Row(
+        gibbs, dict(k=10, samples=30, burn_in=10, implicit=True),
+        grid={"implicit_reg": [0.3, 1.0, 3.0]}),
     "Bayesian SVD++ flipped (k=10, 100 draws, implicit_reg=1)": Row(
         gibbs, dict(k=10, samples=100, burn_in=10, implicit=True, implicit_reg=1.0)),
 }
