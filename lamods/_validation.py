@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from lamods._precision import HALF_DTYPES
+from lamods.exceptions import ConvergenceError
 
 #: Largest accepted ``max |A - A^T|`` relative to ``max |A|``, per dtype of the input.
 SYMMETRY_RTOL: dict[torch.dtype, float] = {
@@ -129,6 +130,18 @@ def check_finite_rows(name: str, x: Tensor, what: str = "X", *, hint: str = "") 
     raise ValueError(f"{name}: expected finite rows in {what}, got {n_rows} "
                      f"row{'s' if n_rows != 1 else ''} with NaN or infinite entries "
                      f"(first: {where}){hint}")
+
+
+def check_finite_loss(name: str, loss: float, where: str, hint: str = "") -> None:
+    """Raise :class:`~lamods.exceptions.ConvergenceError` if an iterative fit's loss is not finite.
+
+    ``where`` names the iteration and the step size (``"epoch 3 (lr=0.5)"``); ``hint`` says
+    what to change. The message: ``fit_sgd: expected a finite training loss, got nan at
+    epoch 3 (lr=0.5); lower lr``.
+    """
+    if not math.isfinite(loss):
+        raise ConvergenceError(f"{name}: expected a finite training loss, got {loss} at {where}"
+                               + (f"; {hint}" if hint else ""))
 
 
 def check_matrix(name: str, A: object, what: str = "input") -> Tensor:

@@ -46,7 +46,7 @@ def _write(root: Path, folder: str, name: str, text: str) -> Path:
 
 def test_reads_u_data_and_maps_ids(tmp_path: Path) -> None:
     _write(tmp_path, "ml-100k", "u.data", U_DATA)
-    data = MovieLens(tmp_path, "100k", download=False)
+    data = MovieLens(tmp_path, "100k", download=False, verify=False)
     assert (data.n_users, data.n_items, len(data)) == (3, 3, 4)
     assert data.user_ids.tolist() == [22, 186, 196]
     assert data.item_ids.tolist() == [242, 302, 377]
@@ -63,16 +63,16 @@ def test_reads_u_data_and_maps_ids(tmp_path: Path) -> None:
 
 def test_reads_flat_folder(tmp_path: Path) -> None:
     (tmp_path / "u.data").write_text(U_DATA)
-    assert len(MovieLens(tmp_path, download=False)) == 4
+    assert len(MovieLens(tmp_path, download=False, verify=False)) == 4
 
 
 def test_reads_ratings_dat_and_csv(tmp_path: Path) -> None:
     _write(tmp_path, "ml-1m", "ratings.dat", "1::1193::5::978300760\n2::661::3::978302109\n")
-    data = MovieLens(tmp_path, "1m", download=False)
+    data = MovieLens(tmp_path, "1m", download=False, verify=False)
     assert data.ratings.tolist() == [5.0, 3.0] and data.n_users == 2
     _write(tmp_path, "ml-latest-small", "ratings.csv",
            "userId,movieId,rating,timestamp\n1,1,4.0,964982703\n1,3,3.5,964981247\n")
-    data = MovieLens(tmp_path, "latest-small", download=False)
+    data = MovieLens(tmp_path, "latest-small", download=False, verify=False)
     assert data.ratings.tolist() == [4.0, 3.5] and data.rating_range == (0.5, 5.0)
 
 
@@ -88,24 +88,136 @@ def test_missing_file_says_how_to_get_it(tmp_path: Path) -> None:
         MovieLens(tmp_path, "100k", download=False)
 
 
-@pytest.mark.parametrize("bad_line, shown", [
-    ("22\t377\t1\n", "line 3"),
-    ("22\t377\tfive\t878887116\n", "line 3"),
-])
-def test_corrupt_file_names_the_line(tmp_path: Path, bad_line: str, shown: str) -> None:
+# -- strict parsing (issue 13): each corruption names the file, the line and the fault ---
+def _bad(tmp_path: Path, text: str, variant: str = "100k") -> str:
+    spec = VARIANTS[variant]
+    path = _write(tmp_path, spec.folder, spec.file, text)
+    with pytest.raises(ValueError) as info:
+        MovieLens(tmp_path, variant, download=False, verify=False)
+    message = str(info.value)
+    assert message.startswith(f"MovieLens: in {path}, line "), message
+    return message
+
+
+def test_float_id_is_an_error_not_truncated(tmp_path: Path) -> None:
+    msg = _bad(tmp_path, U_DATA + "196.7\t242\t3\t881250949\n")
+    assert "line 5 ('196.7\\t242\\t3\\t881250949'): expected the user id as a non-negative " \
+           "integer, got '196.7'" in msg
+    msg = _bad(tmp_path, "196\t24e2\t3\t881250949\n")
+    assert "line 1" in msg and "expected the item id as a non-negative integer, got '24e2'" \
+        in msg
+    msg = _bad(tmp_path, "196\t242\t3\t-881250949\n")
+    assert "expected the timestamp as a non-negative integer, got '-881250949'" in msg
+
+
+def test_huge_ids_are_an_error_and_large_ones_stay_distinct(tmp_path: Path) -> None:
+    msg = _bad(tmp_path, U_DATA + "99999999999999999999\t242\t3\t881250949\n")
+    assert "line 5" in msg and "expected the user id below 2**63, got 99999999999999999999" \
+        in msg
+    # ids that a float64 parse would merge (2**53 and 2**53 + 1) are two users
+    big = 2 ** 53
+    _write(tmp_path, "ml-100k", "u.data", f"{big}\t1\t3\t0\n{big + 1}\t1\t4\t0\n")
+    data = MovieLens(tmp_path, download=False, verify=False)
+    assert data.n_users == 2 and data.user_ids.tolist() == [big, big + 1]
+
+
+def test_missing_field_then_extra_field_is_not_shifted(tmp_path: Path) -> None:
     lines = U_DATA.splitlines(keepends=True)
-    _write(tmp_path, "ml-100k", "u.data", "".join(lines[:2]) + bad_line + lines[3])
-    with pytest.raises(ValueError, match=f"MovieLens: expected 4 fields .* got {shown}"):
-        MovieLens(tmp_path, download=False)
+    text = lines[0] + "186\t302\t891717742\n" + "22\t377\t1\t878887116\t9\n" + lines[3]
+    msg = _bad(tmp_path, text)
+    assert "line 2 ('186\\t302\\t891717742'): expected 4 fields (user, item, rating, " \
+           "timestamp) separated by '\\t', got 3 fields" in msg
 
 
-def test_empty_and_out_of_scale_files(tmp_path: Path) -> None:
+@pytest.mark.parametrize("bad_line, shown, fault", [
+    ("22\t377\t1\n", "line 3", "got 3 fields"),
+    ("22\t377\tfive\t878887116\n", "line 3", "expected a rating in [1.0, 5.0] in steps of 1.0, "
+                                             "got 'five'"),
+    ("22\t377\t7\t878887116\n", "line 3", "got '7'"),
+    ("22\t377\t3.5\t878887116\n", "line 3", "got '3.5'"),
+    ("22\t377\tnan\t878887116\n", "line 3", "got 'nan'"),
+    ("22 \t377\t1\t878887116\n", "line 3", "expected the user id as a non-negative integer, "
+                                           "got '22 '"),
+    ("\n", "line 3", "expected a rating, got a blank line inside the file"),
+])
+def test_corrupt_file_names_the_line(tmp_path: Path, bad_line: str, shown: str,
+                                     fault: str) -> None:
+    lines = U_DATA.splitlines(keepends=True)
+    msg = _bad(tmp_path, "".join(lines[:2]) + bad_line + lines[3])
+    assert shown in msg and fault in msg, msg
+
+
+def test_other_formats_are_strict_too(tmp_path: Path) -> None:
+    msg = _bad(tmp_path, "1::1193::5::978300760\n2::661::978302109\n", "1m")
+    assert "line 2" in msg and "separated by '::', got 3 fields" in msg
+    msg = _bad(tmp_path, "userId,movieId,rating,timestamp\n1,1,4.0,964982703\n1,3,3.25,9\n",
+               "latest-small")
+    assert "line 3" in msg and "expected a rating in [0.5, 5.0] in steps of 0.5, got '3.25'" \
+        in msg
+
+
+def test_trailing_blank_lines_are_fine(tmp_path: Path) -> None:
+    _write(tmp_path, "ml-100k", "u.data", U_DATA + "\n\n")
+    assert len(MovieLens(tmp_path, download=False, verify=False)) == 4
+
+
+def test_empty_file(tmp_path: Path) -> None:
     _write(tmp_path, "ml-100k", "u.data", "")
     with pytest.raises(ValueError, match="expected ratings in .*got an empty file"):
         MovieLens(tmp_path, download=False)
-    _write(tmp_path, "ml-100k", "u.data", "1\t2\t7\t0\n")
-    with pytest.raises(ValueError, match=re.escape("expected ratings in [1.0, 5.0]")):
+
+
+def _full_u_data(seed: int = 0) -> str:
+    """A u.data-format file with ML-100K's documented counts (100,000 / 943 / 1,682)."""
+    g = torch.Generator().manual_seed(seed)
+    users = torch.cat([torch.arange(1, 944), torch.randint(1, 944, (100_000 - 943,),
+                                                             generator=g)])
+    items = torch.cat([torch.arange(1, 944), torch.randint(1, 1683, (100_000 - 943,),
+                                                             generator=g)])
+    items[943:943 + 739] = torch.arange(944, 1683)
+    ratings = torch.randint(1, 6, (100_000,), generator=g)
+    return "".join(f"{u}\t{i}\t{r}\t88125{n:04d}\n" for n, (u, i, r) in enumerate(
+        zip(users.tolist(), items.tolist(), ratings.tolist())))
+
+
+def test_counts_and_checksum_are_verified(tmp_path: Path) -> None:
+    # a file cut at a line boundary: clean lines, too few ratings
+    _write(tmp_path, "ml-100k", "u.data", U_DATA)
+    with pytest.raises(ValueError, match=re.escape(
+            "MovieLens: expected 100,000 ratings by 943 users of 1,682 items in "
+            f"{tmp_path / 'ml-100k' / 'u.data'} (the '100k' variant), got 4 ratings by 3 "
+            "users of 3 items; the file is truncated, edited or not the official one")):
         MovieLens(tmp_path, download=False)
+    # the documented counts, but not GroupLens' file: the md5 catches it
+    _write(tmp_path, "ml-100k", "u.data", _full_u_data())
+    with pytest.raises(ValueError, match="MovieLens: expected .*u.data with md5 "
+                                         "6e47046882bad158b0efbb84cd5cb987, got md5 [0-9a-f]{32}"):
+        MovieLens(tmp_path, download=False)
+    data = MovieLens(tmp_path, download=False, verify=False)
+    assert (len(data), data.n_users, data.n_items) == (100_000, 943, 1_682)
+
+
+def test_extracted_file_is_checked_against_the_archive_crc(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    text = "1::1193::5::978300760\n2::661::3::978302109\n"
+    archive = tmp_path / "ml-1m.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("ml-1m/ratings.dat", text)
+    md5 = hashlib.md5(archive.read_bytes()).hexdigest()
+    monkeypatch.setitem(VARIANTS, "1m", dataclasses.replace(VARIANTS["1m"], md5=md5,
+                                                           counts=(2, 2, 2)))
+    data = MovieLens(tmp_path, "1m", download=False)   # extracted from the archive, checked
+    assert len(data) == 2
+    _write(tmp_path, "ml-1m", "ratings.dat", text.replace("::3::", "::4::"))  # edited copy
+    with pytest.raises(ValueError, match=r"MovieLens: expected .*ratings.dat with CRC-32 "
+                                         r"[0-9a-f]{8} \(as recorded in .*ml-1m.zip\), got"):
+        MovieLens(tmp_path, "1m", download=False)
+    assert len(MovieLens(tmp_path, "1m", download=False, verify=False)) == 2
+
+
+def test_out_of_scale_ratings(tmp_path: Path) -> None:
+    msg = _bad(tmp_path, "1\t2\t7\t0\n")
+    assert "expected a rating in [1.0, 5.0] in steps of 1.0, got '7'" in msg
 
 
 def test_corrupt_archive_is_refused(tmp_path: Path) -> None:
@@ -121,7 +233,7 @@ def test_archive_with_matching_checksum_is_extracted(tmp_path: Path,
         zf.writestr("ml-100k/u.data", U_DATA)
     md5 = hashlib.md5(archive.read_bytes()).hexdigest()
     monkeypatch.setitem(VARIANTS, "100k", dataclasses.replace(VARIANTS["100k"], md5=md5))
-    data = MovieLens(tmp_path, download=False)
+    data = MovieLens(tmp_path, download=False, verify=False)
     assert len(data) == 4 and (tmp_path / "ml-100k" / "u.data").is_file()
 
 
@@ -142,6 +254,9 @@ def test_ratings_checks() -> None:
         Ratings(torch.tensor([0, 1]), torch.tensor([0, 2]), torch.ones(2), n_items=2)
     with pytest.raises(TypeError, match="Ratings: expected users of an integer dtype"):
         Ratings(torch.tensor([0.0]), torch.tensor([0]), torch.ones(1))
+    with pytest.raises(ValueError, match="Ratings: expected a finite ratings tensor, got 1 NaN "
+                                         "or infinite entries"):
+        Ratings(torch.tensor([0, 1]), torch.tensor([0, 0]), torch.tensor([4.0, float("nan")]))
 
 
 # -- splits ------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+import lamods
 from lamods.recsys import (
     MatrixFactorization,
     Ratings,
@@ -191,7 +192,7 @@ def test_bad_input_messages() -> None:
         fit_als(MatrixFactorization(5, 6, 2, implicit=True),
                 Ratings(torch.tensor([0]), torch.tensor([0]), torch.ones(1), n_users=5,
                         n_items=6))
-    with pytest.raises(ValueError, match=r"fit: expected ratings over 5 users and 6 items "
+    with pytest.raises(ValueError, match=r"fit_sgd: expected ratings over 5 users and 6 items "
                                          r"\(the model's\), got 2 users and 6 items"):
         fit_sgd(model, Ratings(torch.tensor([1]), torch.tensor([0]), torch.ones(1), n_items=6))
     with pytest.raises(ValueError, match="fit_sgd: expected optimizer to be one of 'adam', "
@@ -391,3 +392,251 @@ def test_cuda_fit_and_recommend() -> None:
     assert items.device.type == "cuda"
     gibbs, _ = fit_gibbs(data, 2, samples=3, burn_in=1, device="cuda")
     assert evaluate(gibbs, data)["rmse"] < 1.0
+
+
+# -- no silent NaN (issue 13): non-finite ratings refused, divergence raises ---------------
+def _state(model: MatrixFactorization) -> dict:
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def _poisoned() -> Ratings:
+    data = synthetic_ratings(30, 20, 2, density=0.5, seed=0).data
+    data.ratings[7] = float("nan")  # changed in place after the checks of Ratings
+    return data
+
+
+@pytest.mark.parametrize("fit", ["sgd", "als", "gibbs"])
+def test_fits_refuse_non_finite_ratings(fit: str) -> None:
+    data = _poisoned()
+    model = MatrixFactorization(30, 20, 2)
+    before = _state(model)
+    with pytest.raises(ValueError, match=f"fit_{fit}: expected a finite ratings tensor, got 1 "
+                                         "NaN or infinite entries"):
+        if fit == "sgd":
+            fit_sgd(model, data, epochs=1)
+        elif fit == "als":
+            fit_als(model, data, epochs=1)
+        else:
+            fit_gibbs(data, 2, samples=1, burn_in=0)
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, before[k], rtol=0, atol=0, equal_nan=True)
+
+
+@pytest.mark.parametrize("implicit", [False, True])   # hand-written and autograd backward
+def test_fit_sgd_divergence_raises_and_leaves_the_model(implicit: bool) -> None:
+    data = synthetic_ratings(30, 20, 2, density=0.5, seed=0).data
+    model = MatrixFactorization(30, 20, 3, implicit=implicit)
+    before = _state(model)
+    with pytest.raises(lamods.ConvergenceError, match=re.escape(
+            "fit_sgd: expected a finite training loss, got nan at epoch 1 (lr=10000, "
+            "optimizer='sgd'); lower lr (or raise reg); the model is left as it was")):
+        fit_sgd(model, data, epochs=3, optimizer="sgd", lr=1e4, batch_size=16)
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, before[k], rtol=0, atol=0)
+    assert model.rating_range is None
+
+
+def test_fit_sgd_reports_the_epoch_that_diverged() -> None:
+    data = synthetic_ratings(30, 20, 2, density=0.5, seed=0).data
+    model = MatrixFactorization(30, 20, 3)
+    # lr grows 1e3-fold per epoch: fine at first, divergent later
+    with pytest.raises(lamods.ConvergenceError, match=r"got (nan|inf) at epoch [2-6] \(lr="):
+        fit_sgd(model, data, epochs=6, optimizer="sgd", lr=1e-3, lr_decay=1e3, batch_size=16)
+
+
+def test_fit_als_singular_and_overflow_raise() -> None:
+    data = synthetic_ratings(30, 20, 2, density=0.5, seed=0).data
+    model = MatrixFactorization(30, 20, 3, init_std=0.0)   # zero item factors, no ridge
+    before = _state(model)
+    with pytest.raises(lamods.SingularSystemError, match=re.escape(
+            "fit_als: expected positive-definite ridge systems, got 30 singular ones at "
+            "epoch 1 (reg=0.0, reg_bias=0.0); use reg > 0")):
+        fit_als(model, data, epochs=2, reg=0.0)
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, before[k], rtol=0, atol=0)
+    huge = Ratings(data.users, data.items, data.ratings * 1e30)   # float32 Gram overflows
+    with pytest.raises(lamods.ConvergenceError, match=re.escape(
+            "fit_als: expected finite factors, got 60 NaN or infinite entries at epoch 1 "
+            "(reg=0.1, reg_bias=0.1); the ratings overflow the dtype")):
+        fit_als(MatrixFactorization(30, 20, 2), huge, epochs=2, reg=0.1)
+    with pytest.raises(lamods.ConvergenceError, match=re.escape(
+            "fit_gibbs: expected finite factors, got 60 NaN or infinite entries at sweep 1 "
+            "(alpha=1); the ratings overflow the dtype")):
+        fit_gibbs(huge, 2, samples=2, burn_in=0, dtype=torch.float32)
+    with pytest.raises(lamods.SingularSystemError, match="ridge_rows: expected positive-"
+                                                         "definite ridge systems, got 2 singular"):
+        ridge_rows(torch.tensor([0, 1]), torch.tensor([0, 1]), torch.ones(2),
+                   torch.zeros(2, 2), 2, 0.0)
+
+
+# -- the row solver, the Gibbs sampler's draws -------------------------------------------
+@pytest.mark.parametrize("path", ["outer", "padded"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_row_systems_match_dense_sums(path: str, weighted: bool,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from lamods.recsys import _rows
+
+    if path == "padded":
+        monkeypatch.setattr(_rows, "BUDGET", 20)   # forces small padded chunks
+    g = torch.Generator().manual_seed(3)
+    n_rows, n_cols, d, n = 9, 7, 3, 50
+    rows = torch.randint(0, n_rows - 1, (n,), generator=g)   # the last row has no entry
+    cols = torch.randint(0, n_cols, (n,), generator=g)
+    t = torch.randn(n, generator=g, dtype=torch.float64)
+    w = torch.rand(n, generator=g, dtype=torch.float64) if weighted else None
+    z = torch.randn(n_cols, d, generator=g, dtype=torch.float64)
+    seen = {}
+    for r, gram, rhs in _rows.RowIndex(rows, cols, n_rows, n_cols).systems(z, t, w):
+        for j, row in enumerate(r.tolist()):
+            seen[row] = (gram[j], rhs[j])
+    assert sorted(seen) == sorted(set(rows.tolist()))
+    for row, (gram, rhs) in seen.items():
+        sel = rows == row
+        ww = w[sel] if weighted else torch.ones(int(sel.sum()), dtype=torch.float64)
+        zz = z[cols[sel]]
+        torch.testing.assert_close(gram, (zz * ww.unsqueeze(1)).T @ zz)
+        torch.testing.assert_close(rhs, zz.T @ t[sel])
+
+
+def test_gamma_and_wishart_draws_match_scipy() -> None:
+    from scipy import stats
+
+    from lamods.recsys.bayes import _gamma, _wishart
+
+    g = torch.Generator().manual_seed(0)
+    for shape in (0.4, 1.0, 7.5, 3000.0):
+        x = _gamma(torch.full((4000,), shape, dtype=torch.float64), 2.0, g).numpy()
+        assert stats.kstest(x, stats.gamma(shape, scale=0.5).cdf).pvalue > 1e-3, shape
+    scale = torch.tensor([[2.0, 0.3], [0.3, 0.5]], dtype=torch.float64)
+    draws = torch.stack([_wishart(6.0, scale, g) for _ in range(2000)])
+    # E[W] = df S; Var[W_jl] = df (S_jl^2 + S_jj S_ll)
+    torch.testing.assert_close(draws.mean(0), 6.0 * scale, rtol=0.05, atol=0.05)
+    var = 6.0 * (scale ** 2 + torch.outer(scale.diagonal(), scale.diagonal()))
+    torch.testing.assert_close(draws.var(0), var, rtol=0.15, atol=0.1)
+
+
+@pytest.mark.parametrize("dual", [True, False])
+def test_side_features_draw_is_the_matrix_normal(dual: bool) -> None:
+    """beta | X ~ MN(K^-1 F^T X, K^-1, C C^T): mean and row covariance against dense algebra."""
+    from lamods.recsys._rows import RowIndex
+    from lamods.recsys.bayes import _SideFeatures
+
+    g = torch.Generator().manual_seed(1)
+    n, m = (5, 8) if dual else (8, 5)
+    rows = torch.arange(n).repeat_interleave(3)
+    cols = torch.randint(0, m, (3 * n,), generator=g)
+    by_row, by_col = RowIndex(rows, cols, n, m), RowIndex(cols, rows, m, n)
+    side = _SideFeatures(by_row, by_col, rows, 0.7, torch.float64)
+    assert side.dual == dual
+    F = torch.zeros(n, m, dtype=torch.float64)
+    F.index_put_((rows, cols), torch.full((3 * n,), 3 ** -0.5, dtype=torch.float64),
+                 accumulate=True)
+    torch.testing.assert_close(side.F.to_dense(), F)
+    K = F.T @ F + 0.7 * torch.eye(m, dtype=torch.float64)
+    X = torch.randn(n, 2, generator=g, dtype=torch.float64)
+    cov_chol = torch.tensor([[1.0, 0.0], [0.5, 0.2]], dtype=torch.float64)
+    draws = torch.stack([side.draw(X, cov_chol, g) for _ in range(4000)])
+    mean = torch.linalg.solve(K, F.T @ X)
+    torch.testing.assert_close(draws.mean(0), mean, atol=0.05, rtol=0)
+    # column 0 of beta: row covariance K^-1 times (C C^T)_00 = 1
+    emp = torch.cov(draws[:, :, 0].T)
+    torch.testing.assert_close(emp, torch.linalg.inv(K), atol=0.05, rtol=0)
+
+
+def test_gibbs_with_implicit_side_features_recovers_and_is_seeded(synthetic) -> None:
+    syn, train, test = synthetic
+    model, hist = fit_gibbs(train, 3, samples=10, burn_in=10, implicit=True, seed=0, val=test)
+    again, _ = fit_gibbs(train, 3, samples=10, burn_in=10, implicit=True, seed=0)
+    torch.testing.assert_close(model.user_factors, again.user_factors, rtol=0, atol=0)
+    assert evaluate(model, test)["rmse"] < 1.3 * NOISE
+    assert abs(evaluate(model, test)["rmse"] - hist.val_rmse[-1]) < 1e-6
+
+
+# -- blocked top-k (issue 16): no users x items matrix, same answer as the dense one -----
+@pytest.mark.parametrize("blocks", [(1, 1), (2, 3), (5, 64), (1024, 1 << 16)])
+def test_topk_scores_match_a_dense_reference(blocks) -> None:
+    from lamods.recsys.topk import topk_scores
+
+    g = torch.Generator().manual_seed(0)
+    n_q, n_items, d, k = 7, 23, 4, 5
+    queries = torch.randn(n_q, d, generator=g, dtype=torch.float64)
+    items = torch.randn(n_items, d, generator=g, dtype=torch.float64)
+    offset = torch.randn(n_items, generator=g, dtype=torch.float64)
+    counts = torch.tensor([0, 3, 1, 19, 2, 0, 5])   # query 3 has only 4 allowed items
+    indptr = torch.cat([torch.zeros(1, dtype=torch.long), counts.cumsum(0)])
+    excl = torch.cat([torch.randperm(n_items, generator=g)[:c] for c in counts.tolist()])
+    idx, val = topk_scores(queries, items, k, item_offset=offset, exclude_indptr=indptr,
+                           exclude_items=excl, query_block=blocks[0], item_block=blocks[1])
+    dense = queries @ items.T + offset
+    for b in range(n_q):
+        dense[b, excl[indptr[b]:indptr[b + 1]]] = float("-inf")
+    ref = dense.topk(k, dim=1)
+    torch.testing.assert_close(val, ref.values)
+    finite = torch.isfinite(ref.values)
+    assert torch.equal(idx[finite], ref.indices[finite])
+    assert (~finite).sum() == 1 and not torch.isfinite(val[3, 4])   # 4 allowed, k = 5
+
+
+def test_recommend_and_similar_items_blocked_equal_unblocked() -> None:
+    model = MatrixFactorization(9, 40, 3, implicit=True, dtype=torch.float64)
+    with torch.no_grad():
+        model.user_bias.normal_()
+        model.item_bias.normal_()
+        model.global_mean.fill_(3.0)
+    g = torch.Generator().manual_seed(2)
+    model.set_interactions(torch.randint(0, 9, (60,), generator=g),
+                           torch.randint(0, 40, (60,), generator=g))
+    users = torch.arange(9)
+    full = model.score_all(users)
+    full[model._bags(users)[1], model._bags(users)[0]] = float("-inf")
+    for block in (3, 7, 40):
+        items, scores = model.recommend(users, k=6, item_block=block)
+        ref = full.topk(6, dim=1)
+        assert torch.equal(items, ref.indices)
+        torch.testing.assert_close(scores, ref.values)
+        sim_items, sims = model.similar_items(torch.tensor([4, 0, 39]), k=5, item_block=block)
+        assert not (sim_items == torch.tensor([[4], [0], [39]])).any()
+        unit = torch.nn.functional.normalize(model.item_factors.detach(), dim=1)
+        cos = unit[[4, 0, 39]] @ unit.T
+        cos[[0, 1, 2], [4, 0, 39]] = float("-inf")
+        torch.testing.assert_close(sims, cos.topk(5, dim=1).values)
+
+
+def test_recommend_over_120k_items_works_in_tiles(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lamods.recsys import topk
+
+    widths = []
+    merge = topk._merge
+
+    def spy(vals, idx, tile, offset, k):
+        widths.append(tuple(tile.shape))
+        return merge(vals, idx, tile, offset, k)
+
+    monkeypatch.setattr(topk, "_merge", spy)
+    n_items = 120_000
+    model = MatrixFactorization(6, n_items, 8)
+    g = torch.Generator().manual_seed(0)
+    model.set_interactions(torch.randint(0, 6, (500,), generator=g),
+                           torch.randint(0, n_items, (500,), generator=g))
+    users = torch.arange(6)
+    items, scores = model.recommend(users, k=10, item_block=16384)
+    assert max(w[1] for w in widths) <= 16384 and len(widths) == 8   # 8 tiles of <= 16384
+    full = model.score_all(users)
+    full[model._bags(users)[1], model._bags(users)[0]] = float("-inf")
+    ref = full.topk(10, dim=1)
+    assert torch.equal(items, ref.indices)
+    torch.testing.assert_close(scores, ref.values)
+
+
+def test_gibbs_implicit_refuses_a_side_too_large_for_its_dense_gram(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from lamods.recsys import bayes
+
+    monkeypatch.setattr(bayes, "MAX_SIDE_DIM", 10)
+    data = synthetic_ratings(30, 20, 2, density=0.5, seed=0).data
+    with pytest.raises(ValueError, match=re.escape(
+            "fit_gibbs: expected min(n_users, n_items) <= 10 with implicit=True (a dense "
+            "Gram of that size is factorised), got 20; use implicit=False")):
+        fit_gibbs(data, 2, samples=1, burn_in=0, implicit=True)
+    with pytest.raises(ValueError, match="fit_gibbs: expected implicit_reg > 0, got 0.0"):
+        fit_gibbs(data, 2, samples=1, implicit_reg=0.0)

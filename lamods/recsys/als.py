@@ -1,4 +1,4 @@
-r"""Alternating least squares and Gibbs sampling for the biased factorization model.
+r"""Alternating least squares for the biased factorization model.
 
 With the item side fixed, the per-example objective of
 :class:`~lamods.recsys.MatrixFactorization` (``implicit=False``) separates
@@ -11,17 +11,15 @@ into one ridge regression per user. Writing :math:`x_u = [p_u; b_u]`,
 
 with :math:`D = \mathrm{diag}(\lambda, \dots, \lambda, \lambda_b)` and
 :math:`s_u = |I(u)|` (``weighted=True``: the per-example L2 of Surprise, the
-weighted-lambda of ALS-WR, Zhou et al. 2008) or :math:`s_u = 1`. The item side
-is the same with the roles swapped. All users (then all items) are solved at
-once: their ratings are padded into chunks of similar length, the Gram
-matrices formed by one batched matmul per chunk and factorised by batched
-Cholesky (``torch.linalg.cholesky`` on CPU or CUDA).
+weighted-lambda of ALS-WR, Zhou et al. 2008: a regularisation scaled by each row's
+rating frequency) or :math:`s_u = 1`. The item side is the same with the roles swapped.
+All users (then all items) are solved at once: the Gram matrices
+:math:`Z_u^\top Z_u` come chunk by chunk (Note [row Gram matrices] in
+:mod:`lamods.recsys._rows`) and are factorised by batched Cholesky
+(``torch.linalg.cholesky_ex`` on CPU or CUDA).
 
-:func:`fit_gibbs` replaces each ridge solve by a draw from the Gaussian
-posterior of the same linear model (Bayesian MF, Salakhutdinov & Mnih 2008,
-with a zero-mean diagonal prior whose precisions are learned, as automatic
-relevance determination), samples the noise precision, and averages the
-predictions of the draws.
+:func:`~lamods.recsys.fit_gibbs` (:mod:`lamods.recsys.bayes`) replaces each ridge solve
+by a draw from the Gaussian posterior of the same linear model, with the same solver.
 
 Note [no custom backward]: these are fitting procedures, not layers; nothing
 here is differentiated, and there is no hand-written gradient.
@@ -32,87 +30,124 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-import numpy as np
 import torch
 from torch import Tensor
 
-from lamods._random import make_generator
-from lamods._validation import check_nonnegative, check_positive, check_positive_int
+from lamods._validation import (
+    check_nonnegative,
+    check_positive_int,
+)
+from lamods.exceptions import ConvergenceError, SingularSystemError
+from lamods.recsys._rows import RowIndex
 from lamods.recsys.mf import MatrixFactorization
 from lamods.recsys.movielens import Ratings
-from lamods.recsys.train import FitHistory, _record, prepare
+from lamods.recsys.train import FitHistory, _record, prepare, restore, snapshot
 
-__all__ = ["fit_als", "fit_gibbs", "ridge_rows"]
-
-
-class _Rows:
-    """The ratings of each row (user or item), padded into chunks of rows of similar length.
-
-    Rows are sorted by their number of ratings and cut into chunks of at most
-    ``budget`` padded entries, so padding wastes little and memory stays bounded.
-    """
-
-    def __init__(self, rows: Tensor, n_rows: int, budget: int = 1 << 21) -> None:
-        dev = rows.device
-        order = torch.argsort(rows, stable=True)
-        counts = torch.bincount(rows, minlength=n_rows)
-        start = torch.cumsum(counts, 0) - counts
-        by_count = torch.argsort(counts, stable=True)
-        cs = counts[by_count].cpu().numpy()
-        self.counts = counts
-        self.chunks: list[tuple[Tensor, Tensor, Tensor]] = []
-        s = int(np.searchsorted(cs, 1))  # rows without ratings are skipped
-        n = len(cs)
-        while s < n:
-            # largest e with (e - s) * cs[e - 1] <= budget (at least one row)
-            sizes = np.arange(1, n - s + 1) * cs[s:]
-            e = s + max(1, int(np.searchsorted(sizes, budget, side="right")))
-            chunk_rows = by_count[s:e]
-            width = int(cs[e - 1])
-            pos = torch.arange(width, device=dev)
-            valid = pos.unsqueeze(0) < counts[chunk_rows].unsqueeze(1)
-            entry = (start[chunk_rows].unsqueeze(1) + pos).clamp(max=rows.shape[0] - 1)
-            self.chunks.append((chunk_rows, order[entry], valid))
-            s = e
+__all__ = ["fit_als", "ridge_rows"]
 
 
 def _solve(
-    groups: _Rows,
-    cols: Tensor,
+    index: RowIndex,
     targets: Tensor,
     features: Tensor,
-    diag: Tensor,
     *,
-    weighted: bool,
-    bias: bool,
+    diag: Tensor | None = None,
+    weighted: bool = False,
+    precision: Tensor | None = None,
+    prior_mean: Tensor | None = None,
+    base: Tensor | None = None,
+    weights: Tensor | None = None,
+    bias: bool = False,
     alpha: float = 1.0,
     generator: torch.Generator | None = None,
+    failed: list[Tensor] | None = None,
+    fit_terms: list[Tensor] | None = None,
 ) -> Tensor:
-    """Solve (with a generator: sample) every row's ridge problem; ``(n_rows, k[+1])``."""
-    n_rows = groups.counts.shape[0]
+    r"""Solve (with a generator: sample) every row's regularised least squares; ``(n_rows, d)``.
+
+    For each row :math:`r` with entries (Note [row Gram matrices]):
+
+    .. math::
+        A_r = \alpha G_r + P_r, \quad c_r = \alpha b_r + \Lambda m_r, \quad
+        x_r = A_r^{-1} c_r \ \big(+\, L_r^{-\top} e,\ e \sim \mathcal N(0, I)
+        \text{ with a generator: a draw from } \mathcal N(A_r^{-1} c_r, A_r^{-1})\big),
+
+    where :math:`P_r = s_r\,\mathrm{diag}(` ``diag`` :math:`)` (ALS; :math:`s_r` the row's
+    count when ``weighted``, else 1), or :math:`\Lambda` = ``precision`` (Gibbs), plus
+    ``base`` (a ``(d, d)`` term every row shares, :math:`Y^\top Y` in implicit ALS), and
+    :math:`m_r` = ``prior_mean`` (``(n_rows, d)`` or ``(d,)``; Gibbs). ``bias`` appends the
+    constant feature 1. Rows without entries stay zero.
+
+    ``failed``: the counts ``[singular, overflowed]`` of the rows whose system was not
+    numerically positive definite, or not finite, are appended (their solution is garbage;
+    the caller raises, :func:`_check_solved`). ``fit_terms``: :math:`\sum_r (x_r^\top G_r
+    x_r - 2 x_r^\top b_r)` is appended, so that the squared error is
+    :math:`\sum t^2` plus it (for the noise precision of Gibbs; no pass over the ratings).
+    """
     if bias:
         features = torch.cat([features, features.new_ones(features.shape[0], 1)], 1)
     d = features.shape[1]
-    out = features.new_zeros(n_rows, d)
-    for chunk_rows, entry, valid in groups.chunks:
-        mask = valid.to(features.dtype)
-        z = features[cols[entry]] * mask.unsqueeze(2)            # (R, L, d): z_i per rating
-        t = targets[entry] * mask                                # (R, L):    t_ui per rating
-        # A = alpha Z^T Z + s_u D,  rhs = alpha Z^T t
-        gram = alpha * (z.transpose(1, 2) @ z)
-        rhs = alpha * (z.transpose(1, 2) @ t.unsqueeze(2))
-        scale = groups.counts[chunk_rows].to(features.dtype) if weighted else mask.new_ones(
-            chunk_rows.shape[0])
-        gram.diagonal(dim1=1, dim2=2).add_(scale.unsqueeze(1) * diag)
-        chol = torch.linalg.cholesky(gram)
-        # x = A^{-1} rhs
-        x = torch.cholesky_solve(rhs, chol)
+    out = features.new_zeros(index.n_rows, d)
+    fit = features.new_zeros(()) if fit_terms is not None else None
+    for rows, gram, rhs in index.systems(features, targets, weights):
+        A = gram * alpha if alpha != 1.0 else gram.clone()
+        c = rhs * alpha if alpha != 1.0 else rhs.clone()
+        if diag is not None:
+            scale = index.counts[rows].to(features.dtype) if weighted else A.new_ones(
+                rows.shape[0])
+            A.diagonal(dim1=1, dim2=2).add_(scale.unsqueeze(1) * diag)
+        if precision is not None:
+            A += precision
+        if base is not None:
+            A += base
+        if prior_mean is not None:
+            m = prior_mean[rows] if prior_mean.dim() == 2 else prior_mean.expand(
+                rows.shape[0], d)
+            c += m @ precision
+        chol, info = torch.linalg.cholesky_ex(A)
+        if failed is not None:
+            # [systems not positive definite, systems with non-finite entries (overflow)]
+            bad = info != 0
+            if A.device.type != "cpu" or bool(bad.any()):  # (free on the CPU)
+                overflow = ~torch.isfinite(A).all(2).all(1)
+                failed.append(torch.stack([(bad & ~overflow).sum(), overflow.sum()]))
+        # x = A^{-1} c = L^{-T} (L^{-1} c), A = L L^T
+        y = torch.linalg.solve_triangular(chol, c.unsqueeze(2), upper=False)
         if generator is not None:
-            # a draw from N(A^{-1} rhs, A^{-1}): x + L^{-T} e, e ~ N(0, I)
-            e = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-            x = x + torch.linalg.solve_triangular(chol.transpose(1, 2), e, upper=True)
-        out[chunk_rows] = x.squeeze(2)
+            # a draw from N(A^{-1} c, A^{-1}): L^{-T} (L^{-1} c + e), e ~ N(0, I)
+            y += torch.randn(y.shape, generator=generator, device=y.device, dtype=y.dtype)
+        x = torch.linalg.solve_triangular(chol.transpose(1, 2), y, upper=True).squeeze(2)
+        if fit is not None:
+            # sum_r x^T G x - 2 x^T b
+            fit += ((gram @ x.unsqueeze(2)).squeeze(2) * x).sum() - 2 * (rhs * x).sum()
+        out[rows] = x
+    if fit_terms is not None:
+        fit_terms.append(fit)
     return out
+
+
+def _check_solved(name: str, failed: list[Tensor], solutions: tuple[Tensor, ...], where: str,
+                  hint: str, on_failure: Callable[[], None] | None = None) -> None:
+    """Raise if a half-step met a singular system or produced non-finite factors.
+
+    One synchronisation. ``on_failure`` runs first: a fit puts the model back as it was
+    before it began (Note [divergence] in :mod:`lamods.recsys.train`).
+    """
+    checks = list(torch.stack(failed).sum(0)) if failed else [torch.zeros((), dtype=torch.long)] * 2
+    checks += [(~torch.isfinite(x)).sum().cpu() for x in solutions]
+    counts = [int(c) for c in torch.stack([c.cpu() for c in checks]).tolist()]
+    n_singular, n_overflow, n_nonfinite = counts[0], counts[1], sum(counts[2:])
+    if not (n_singular or n_overflow or n_nonfinite):
+        return
+    if on_failure is not None:
+        on_failure()
+    if n_singular and not n_overflow:
+        raise SingularSystemError(
+            f"{name}: expected positive-definite ridge systems, got {n_singular} singular "
+            f"one{'s' * (n_singular != 1)} at {where}; {hint}")
+    raise ConvergenceError(f"{name}: expected finite factors, got {n_nonfinite} NaN or "
+                           f"infinite entries at {where}; the ratings overflow the dtype: "
+                           "rescale them or fit in float64")
 
 
 def ridge_rows(
@@ -154,8 +189,12 @@ def ridge_rows(
     k = features.shape[1]
     reg_bias = reg if reg_bias is None else reg_bias
     diag = features.new_tensor([reg] * k + ([reg_bias] if bias else []))
-    sol = _solve(_Rows(rows, n_rows), cols, targets, features, diag, weighted=weighted,
-                 bias=bias)
+    failed: list[Tensor] = []
+    index = RowIndex(rows, cols, n_rows, features.shape[0])
+    sol = _solve(index, targets, features, diag=diag, weighted=weighted, bias=bias,
+                 failed=failed)
+    _check_solved("ridge_rows", failed, (sol,), f"reg={reg}, reg_bias={reg_bias}",
+                  "use reg > 0, or give every row at least as many ratings as features")
     return (sol[:, :k], sol[:, k]) if bias else (sol, None)
 
 
@@ -209,28 +248,37 @@ def fit_als(
     epochs = check_positive_int(name, "epochs", epochs)
     reg = check_nonnegative(name, "reg", reg)
     reg_bias = reg if reg_bias is None else check_nonnegative(name, "reg_bias", reg_bias)
-    users, items, ratings = prepare(model, train)
+    before = snapshot(model)
+    users, items, ratings = prepare(model, train, name)
     dt = _work_dtype(model)
     ratings = ratings.to(dt)
     k, biased = model.n_factors, model.biased
     diag = torch.tensor([reg] * k + ([reg_bias] if biased else []), dtype=dt,
                         device=users.device)
-    by_user, by_item = _Rows(users, model.n_users), _Rows(items, model.n_items)
+    by_user = RowIndex(users, items, model.n_users, model.n_items)
+    by_item = RowIndex(items, users, model.n_items, model.n_users)
     mu = model.global_mean.to(dt)
     q = model.item_factors.detach().to(dt)
     b_i = (model.item_bias.detach().to(dt) if biased
            else q.new_zeros(model.n_items))
     history = FitHistory()
+    hint = ("use reg > 0 (and reg_bias > 0), or give every user and item at least as many "
+            "ratings as factors")
     for epoch in range(epochs):
         start = time.perf_counter()
+        where = f"epoch {epoch + 1} (reg={reg}, reg_bias={reg_bias})"
+        failed: list[Tensor] = []
         # users: t_ui = r_ui - mu - b_i
-        sol = _solve(by_user, items, ratings - mu - b_i[items], q, diag,
-                     weighted=weighted, bias=biased)
-        p, b_u = (sol[:, :k], sol[:, k]) if biased else (sol, q.new_zeros(model.n_users))
+        sol_u = _solve(by_user, ratings - mu - b_i[items], q, diag=diag,
+                       weighted=weighted, bias=biased, failed=failed)
+        _check_solved(name, failed, (sol_u,), where, hint, lambda: restore(model, before))
+        p, b_u = (sol_u[:, :k], sol_u[:, k]) if biased else (sol_u, q.new_zeros(model.n_users))
         # items: t_ui = r_ui - mu - b_u
-        sol = _solve(by_item, users, ratings - mu - b_u[users], p, diag,
-                     weighted=weighted, bias=biased)
-        q, b_i = (sol[:, :k], sol[:, k]) if biased else (sol, q.new_zeros(model.n_items))
+        failed = []
+        sol_i = _solve(by_item, ratings - mu - b_u[users], p, diag=diag,
+                       weighted=weighted, bias=biased, failed=failed)
+        _check_solved(name, failed, (sol_i,), where, hint, lambda: restore(model, before))
+        q, b_i = (sol_i[:, :k], sol_i[:, k]) if biased else (sol_i, q.new_zeros(model.n_items))
         with torch.no_grad():
             model.user_factors.copy_(p)
             model.item_factors.copy_(q)
@@ -242,119 +290,3 @@ def fit_als(
             callback(epoch, history)
     model.zero_unseen(users, items)
     return history
-
-
-def _gamma(shape: Tensor, rate: Tensor, generator: torch.Generator) -> Tensor:
-    """Gamma(shape, rate) draws through the generator (Marsaglia-Tsang needs none: use torch's)."""
-    # torch._standard_gamma takes no generator: draw its seed from ours for reproducibility
-    seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
-    with torch.random.fork_rng(devices=[shape.device] if shape.device.type == "cuda" else []):
-        torch.manual_seed(seed)
-        return torch._standard_gamma(shape) / rate
-
-
-def fit_gibbs(
-    train: Ratings,
-    n_factors: int = 10,
-    *,
-    samples: int = 100,
-    burn_in: int = 10,
-    a0: float = 1.0,
-    b0: float = 1.0,
-    seed: int = 0,
-    val: Ratings | None = None,
-    device: torch.device | str | None = None,
-    dtype: torch.dtype = torch.float64,
-    callback: Callable[[int, FitHistory], None] | None = None,
-) -> tuple[MatrixFactorization, FitHistory]:
-    r"""Bayesian biased MF by Gibbs sampling; returns the posterior-mean model and its history.
-
-    Model: :math:`r_{ui} \sim \mathcal N(\mu + b_u + b_i + p_u^\top q_i, \alpha^{-1})`,
-    :math:`[p_u; b_u] \sim \mathcal N(0, \mathrm{diag}(\lambda^U)^{-1})`, the same for items,
-    with Gamma(``a0``, ``b0``) priors on :math:`\alpha` and every :math:`\lambda_d`.
-    A sweep draws every user's :math:`[p_u; b_u]` from its Gaussian conditional
-    (precision :math:`\alpha Z_u^\top Z_u + \mathrm{diag}(\lambda^U)`, one batched
-    Cholesky as in ALS), then :math:`\lambda^U`, the items likewise, then :math:`\alpha`.
-
-    The posterior-mean prediction :math:`\frac1S\sum_s \hat r^{(s)}_{ui}` of the
-    ``samples`` draws after ``burn_in`` sweeps is returned as one
-    :class:`MatrixFactorization` with ``n_factors * samples`` factors: the draws'
-    factors side by side, the user ones scaled by :math:`1/S`, biases averaged.
-
-    Args:
-        train: training ratings.
-        n_factors: :math:`k` of each draw.
-        samples: :math:`S`, draws averaged.
-        burn_in: sweeps discarded first.
-        a0, b0: shape and rate of the Gamma priors.
-        seed: seed of the sampler (same seed, same model).
-        val: ratings on which to report the RMSE of the running average per sweep
-            (``history.val_rmse`` has one entry per kept draw).
-        device, dtype: of the computation and the returned model.
-        callback: as in :func:`~lamods.recsys.fit_sgd`.
-    """
-    name = "fit_gibbs"
-    k = check_positive_int(name, "n_factors", n_factors)
-    samples = check_positive_int(name, "samples", samples)
-    if isinstance(burn_in, bool) or not isinstance(burn_in, int) or burn_in < 0:
-        raise ValueError(f"{name}: expected burn_in to be an int >= 0, got {burn_in!r}")
-    a0, b0 = check_positive(name, "a0", a0), check_positive(name, "b0", b0)
-    dev = torch.device(device) if device is not None else train.users.device
-    final = MatrixFactorization(train.n_users, train.n_items, k * samples, biased=True,
-                                rating_range=train.rating_range, device=dev, dtype=dtype)
-    users, items, ratings = prepare(final, train)
-    gen = make_generator("fit_gibbs", seed, device=dev)
-    mu = final.global_mean
-    by_user, by_item = _Rows(users, train.n_users), _Rows(items, train.n_items)
-    q = torch.randn(train.n_items, k, generator=gen, device=dev, dtype=dtype) * 0.1
-    b_i = q.new_zeros(train.n_items)
-    b_u = q.new_zeros(train.n_users)
-    lam_u = q.new_full((k + 1,), 10.0)
-    lam_i = q.new_full((k + 1,), 10.0)
-    alpha = 1.0
-    shape_u = q.new_full((k + 1,), a0 + train.n_users / 2)
-    shape_i = q.new_full((k + 1,), a0 + train.n_items / 2)
-    shape_a = q.new_tensor(a0 + users.shape[0] / 2)
-    kept_p, kept_q, sum_bu, sum_bi = [], [], q.new_zeros(train.n_users), q.new_zeros(
-        train.n_items)
-    if val is not None:
-        val_u, val_i = val.users.to(dev), val.items.to(dev)
-        val_sum = q.new_zeros(val_u.shape[0])
-        lo, hi = train.rating_range
-    history = FitHistory()
-    for sweep in range(burn_in + samples):
-        start = time.perf_counter()
-        sol = _solve(by_user, items, ratings - mu - b_i[items], q, lam_u, weighted=False,
-                     bias=True, alpha=alpha, generator=gen)
-        p, b_u = sol[:, :k], sol[:, k]
-        # lambda_d ~ Gamma(a0 + n/2, b0 + sum_u x_ud^2 / 2)
-        lam_u = _gamma(shape_u, b0 + 0.5 * sol.pow(2).sum(0), gen)
-        sol = _solve(by_item, users, ratings - mu - b_u[users], p, lam_i, weighted=False,
-                     bias=True, alpha=alpha, generator=gen)
-        q, b_i = sol[:, :k], sol[:, k]
-        lam_i = _gamma(shape_i, b0 + 0.5 * sol.pow(2).sum(0), gen)
-        err = ratings - (mu + b_u[users] + b_i[items] + (p[users] * q[items]).sum(1))
-        # alpha ~ Gamma(a0 + N/2, b0 + SSE/2)
-        alpha = float(_gamma(shape_a, b0 + 0.5 * err.pow(2).sum(), gen))
-        if sweep >= burn_in:
-            kept_p.append(p)
-            kept_q.append(q)
-            sum_bu += b_u
-            sum_bi += b_i
-            history.epoch_seconds.append(time.perf_counter() - start)
-            if val is not None:
-                val_sum += mu + b_u[val_u] + b_i[val_i] + (p[val_u] * q[val_i]).sum(1)
-                pred = (val_sum / len(kept_p)).clamp(lo, hi)
-                target = val.ratings.to(dev, dtype)
-                history.val_rmse.append(float((pred - target).pow(2).mean().sqrt()))
-                history.val_mae.append(float((pred - target).abs().mean()))
-            if callback is not None:
-                callback(sweep - burn_in, history)
-    with torch.no_grad():
-        # (1/S) sum_s p_u^(s)T q_i^(s) = [p^(1) .. p^(S)]/S . [q^(1) .. q^(S)]
-        final.user_factors.copy_(torch.cat(kept_p, 1) / samples)
-        final.item_factors.copy_(torch.cat(kept_q, 1))
-        final.user_bias.copy_(sum_bu / samples)
-        final.item_bias.copy_(sum_bi / samples)
-    final.zero_unseen(users, items)
-    return final, history

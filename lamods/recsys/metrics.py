@@ -117,35 +117,43 @@ def evaluate(model, data: Ratings, *, batch_size: int = 65536) -> dict[str, floa
 
 
 @torch.no_grad()
-def ranking_metrics(model, test: Ratings, *, k: int = 10, threshold: float = 4.0,
+def ranking_metrics(model, test: Ratings, *, k: int = 10, threshold: float | None = 4.0,
                     exclude_seen: bool = True, batch_size: int = 1024) -> dict[str, float]:
     """Mean precision@k, recall@k and NDCG@k over users with a relevant test item.
 
-    A test item is relevant when its rating is at least ``threshold``. The
-    candidates are all items minus the user's training interactions (what
-    :meth:`MatrixFactorization.set_interactions` stored, normally set by the
-    fitting function) when ``exclude_seen``.
+    A test item is relevant when its rating is at least ``threshold`` (``None``: every
+    test item, as in a leave-last-out evaluation of implicit feedback). The candidates are
+    all items minus the user's training interactions (what
+    :meth:`MatrixFactorization.set_interactions` stored, normally set by the fitting
+    function) when ``exclude_seen``. The ranked lists come from the blocked
+    :meth:`~MatrixFactorization.recommend`, and relevance is looked up in the sorted
+    ``(user, item)`` keys of the test set, so no ``users x items`` matrix is formed.
 
     Returns ``{"precision@k": ..., "recall@k": ..., "ndcg@k": ..., "users": n}``
     with ``k`` written out (e.g. ``"ndcg@10"``).
     """
     dev = model.user_factors.device
-    keep = test.ratings >= threshold
+    keep = test.ratings >= threshold if threshold is not None else torch.ones_like(
+        test.ratings, dtype=torch.bool)
     users, items = test.users[keep].to(dev), test.items[keep].to(dev)
-    eval_users = torch.unique(users)
+    n_items = model.n_items
+    keys = torch.unique(users * n_items + items)            # sorted relevant (user, item)
+    eval_users, n_rel = torch.unique(keys // n_items, return_counts=True)
+    # 1 / log2(j + 1) for ranks j = 1..k, and its prefix sums (the ideal DCG)
+    discount = 1.0 / torch.log2(torch.arange(2, k + 2, dtype=torch.float64, device=dev))
+    ideal = torch.cumsum(discount, 0)
     sums = {"precision": 0.0, "recall": 0.0, "ndcg": 0.0}
     for s in range(0, eval_users.shape[0], batch_size):
-        batch = eval_users[s:s + batch_size]
+        batch, rel = eval_users[s:s + batch_size], n_rel[s:s + batch_size]
         recommended, _ = model.recommend(batch, k, exclude_seen=exclude_seen)
-        # relevant mask of this batch: row = position of the user in the batch
-        row_of = torch.full((model.n_users,), -1, dtype=torch.long, device=dev)
-        row_of[batch] = torch.arange(batch.shape[0], device=dev)
-        sel = row_of[users] >= 0
-        relevant = torch.zeros(batch.shape[0], model.n_items, dtype=torch.bool, device=dev)
-        relevant[row_of[users[sel]], items[sel]] = True
-        sums["precision"] += float(precision_at_k(recommended, relevant).sum())
-        sums["recall"] += float(recall_at_k(recommended, relevant).sum())
-        sums["ndcg"] += float(ndcg_at_k(recommended, relevant).sum())
+        # h_j = [L_j in R]: look the (user, item) keys up among the relevant ones
+        query = batch.unsqueeze(1) * n_items + recommended
+        pos = torch.searchsorted(keys, query).clamp(max=keys.shape[0] - 1)
+        h = (keys[pos] == query).to(torch.float64)
+        hits = h.sum(1)
+        sums["precision"] += float((hits / k).sum())
+        sums["recall"] += float((hits / rel).sum())
+        sums["ndcg"] += float(((h * discount).sum(1) / ideal[rel.clamp(max=k) - 1]).sum())
     n = max(eval_users.shape[0], 1)
     out = {f"{name}@{k}": value / n for name, value in sums.items()}
     out["users"] = int(eval_users.shape[0])

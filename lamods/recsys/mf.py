@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lamods._validation import check_ids, check_nonnegative, check_positive_int
+from lamods.recsys.topk import ITEM_BLOCK, topk_scores
 
 __all__ = ["MatrixFactorization"]
 
@@ -297,32 +298,46 @@ class MatrixFactorization(nn.Module):
         return scores
 
     @torch.no_grad()
-    def recommend(self, user_ids: Tensor, k: int = 10, *,
-                  exclude_seen: bool = True) -> tuple[Tensor, Tensor]:
+    def recommend(self, user_ids: Tensor, k: int = 10, *, exclude_seen: bool = True,
+                  item_block: int = ITEM_BLOCK) -> tuple[Tensor, Tensor]:
         """The ``k`` items of highest predicted rating per user: ``(items, scores)``, ``(B, k)``.
 
         With ``exclude_seen`` the items in the user's training interactions are
-        left out (their score is ``-inf``; if a user has fewer than ``k`` unseen
-        items the tail of the list holds seen items with score ``-inf``). Ranking
-        uses the unclipped scores, so clipping creates no ties.
+        left out (if a user has fewer than ``k`` unseen items the tail of the list holds
+        seen items with score ``-inf``). Ranking uses the unclipped scores, so clipping
+        creates no ties. Blocked over items (:func:`~lamods.recsys.topk.topk_scores`): no
+        ``users x items`` matrix is formed, so it serves millions of items.
         """
         k = check_positive_int("MatrixFactorization.recommend", "k", k)
         if k > self.n_items:
             raise ValueError(f"MatrixFactorization.recommend: expected k <= n_items "
                              f"({self.n_items}), got {k}")
-        scores = self.score_all(user_ids)
+        check_ids("MatrixFactorization", "user_ids", user_ids, self.n_users)
+        if user_ids.dim() != 1:
+            raise ValueError("MatrixFactorization.recommend: expected user_ids of shape (B,), "
+                             f"got {tuple(user_ids.shape)}")
+        exclude = {}
         if exclude_seen:
-            items, bag, _ = self._bags(user_ids)
-            scores[bag, items] = float("-inf")
-        top = torch.topk(scores, k, dim=1)
-        return top.indices, top.values
+            items, _, counts = self._bags(user_ids)
+            exclude = {"exclude_indptr": torch.cat([counts.new_zeros(1), counts.cumsum(0)]),
+                       "exclude_items": items}
+        # mu + b_u + b_i + (p_u + implicit)^T q_i: b_i ranks, mu + b_u only shifts the row
+        idx, scores = topk_scores(self.user_vectors(user_ids), self.item_factors.detach(), k,
+                                  item_offset=None if self.item_bias is None
+                                  else self.item_bias.detach(),
+                                  item_block=item_block, **exclude)
+        shift = self.global_mean.expand(user_ids.shape[0])
+        if self.user_bias is not None:
+            shift = shift + self.user_bias[user_ids]
+        return idx, scores + shift.detach().unsqueeze(1)
 
     @torch.no_grad()
-    def similar_items(self, item_ids: Tensor, k: int = 10) -> tuple[Tensor, Tensor]:
+    def similar_items(self, item_ids: Tensor, k: int = 10, *,
+                      item_block: int = ITEM_BLOCK) -> tuple[Tensor, Tensor]:
         r"""The ``k`` items most similar to each item by cosine of item factors, itself excluded.
 
         :math:`\cos(i, j) = q_i^\top q_j / (\|q_i\| \|q_j\|)`. Returns ``(items, similarities)``,
-        each ``(B, k)`` for ``(B,)`` items.
+        each ``(B, k)`` for ``(B,)`` items. Blocked over items, as :meth:`recommend`.
         """
         check_ids("MatrixFactorization", "item_ids", item_ids, self.n_items)
         k = check_positive_int("MatrixFactorization.similar_items", "k", k)
@@ -330,12 +345,11 @@ class MatrixFactorization(nn.Module):
             raise ValueError(f"MatrixFactorization.similar_items: expected item_ids of shape (B,) "
                              f"and k < n_items ({self.n_items}), got shape "
                              f"{tuple(item_ids.shape)} and k={k}")
-        unit = F.normalize(self.item_factors, dim=1)
-        # cos(i, j) = q_i^T q_j / (|q_i| |q_j|)
-        sims = unit[item_ids] @ unit.t()
-        sims[torch.arange(item_ids.shape[0], device=sims.device), item_ids] = float("-inf")
-        top = torch.topk(sims, k, dim=1)
-        return top.indices, top.values
+        unit = F.normalize(self.item_factors.detach(), dim=1)
+        # cos(i, j) = q_i^T q_j / (|q_i| |q_j|), the item itself left out
+        self_row = torch.arange(item_ids.shape[0] + 1, device=item_ids.device)
+        return topk_scores(unit[item_ids], unit, k, exclude_indptr=self_row,
+                           exclude_items=item_ids, item_block=item_block)
 
     # -- helpers for the fitting functions ---------------------------------------------
     @torch.no_grad()

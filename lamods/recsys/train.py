@@ -30,6 +30,7 @@ float64 by the tests).
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,12 +38,20 @@ from dataclasses import dataclass, field
 import torch
 
 from lamods._random import make_generator
-from lamods._validation import check_choice, check_nonnegative, check_positive, check_positive_int
+from lamods._validation import (
+    check_choice,
+    check_finite,
+    check_finite_loss,
+    check_nonnegative,
+    check_positive,
+    check_positive_int,
+    count_nonfinite,
+)
 from lamods.recsys.metrics import evaluate
 from lamods.recsys.mf import MatrixFactorization
 from lamods.recsys.movielens import Ratings
 
-__all__ = ["FitHistory", "fit_sgd", "mf_backward", "prepare"]
+__all__ = ["FitHistory", "fit_sgd", "mf_backward", "prepare", "restore", "snapshot"]
 
 _OPTIMIZERS = ("adam", "sparse_adam", "adagrad", "sgd")
 _BACKWARDS = ("auto", "manual", "autograd")
@@ -73,9 +82,26 @@ class _Both:
             o.step()
 
 
-def prepare(model: MatrixFactorization, train: Ratings) -> tuple[torch.Tensor, ...]:
-    """Check ``train`` against ``model``, set mu and N(u); return its tensors on the device."""
-    name = "fit"
+def snapshot(model: torch.nn.Module) -> dict:
+    """A copy of ``model``'s state (and rating scale), to put back with :func:`restore`."""
+    return {"state": {k: v.detach().clone() for k, v in model.state_dict().items()},
+            "rating_range": getattr(model, "rating_range", None)}
+
+
+def restore(model: torch.nn.Module, saved: dict) -> None:
+    """Put back a :func:`snapshot` (a failed fit leaves the model as it was)."""
+    model.load_state_dict(saved["state"])
+    if hasattr(model, "rating_range"):
+        model.rating_range = saved["rating_range"]
+
+
+def prepare(model: MatrixFactorization, train: Ratings,
+            name: str = "fit") -> tuple[torch.Tensor, ...]:
+    """Check ``train`` against ``model``, set mu and N(u); return its tensors on the device.
+
+    Non-finite ratings are refused here, before anything changes (Ratings checks them when
+    built; this catches a tensor changed in place since).
+    """
     if not isinstance(train, Ratings):
         raise TypeError(f"{name}: expected train as a Ratings, got {type(train).__name__}")
     if (train.n_users, train.n_items) != (model.n_users, model.n_items):
@@ -84,6 +110,7 @@ def prepare(model: MatrixFactorization, train: Ratings) -> tuple[torch.Tensor, .
                          f"{train.n_items} items")
     if len(train) == 0:
         raise ValueError(f"{name}: expected at least one training rating, got none")
+    check_finite(name, train.ratings, "ratings tensor")
     dev, dtype = model.user_factors.device, model.user_factors.dtype
     users, items = train.users.to(dev), train.items.to(dev)
     ratings = train.ratings.to(dev, dtype)
@@ -104,13 +131,16 @@ def mf_backward(
     *,
     reg: float = 0.02,
     reg_bias: float | None = None,
-) -> None:
+) -> torch.Tensor:
     r"""Write the gradient of ``model.loss(..., reduction="mean")`` into the parameters' ``.grad``.
 
     The hand-written gradient of Note [hand-written gradient] (module docstring), for a model
     without the implicit term; ``.grad`` is replaced (allocated if ``None``), as
     ``zero_grad(); loss.backward()`` would leave it. ``user_ids``, ``item_ids``,
     ``ratings``: ``(B,)`` on the model's device, ratings in its dtype.
+
+    Returns the batch's squared error :math:`\sum_n e_n^2` (a 0-d tensor, no sync), which
+    :func:`fit_sgd` sums to watch for divergence.
     """
     if model.implicit:
         raise ValueError("mf_backward: expected a model without the implicit term "
@@ -130,6 +160,7 @@ def mf_backward(
         b_u = model.user_bias.index_select(0, user_ids)
         b_i = model.item_bias.index_select(0, item_ids)
         err.add_(b_u).add_(b_i)
+    sse = err.pow(2).sum()
     err.mul_(scale)
     e = err.unsqueeze(1)
     # d/dp_u = 1/B sum_n (e_n q_i + lambda p_u); d/dq_i = 1/B sum_n (e_n p_u + lambda q_i)
@@ -139,6 +170,23 @@ def mf_backward(
         # d/db_u = 1/B sum_n (e_n + lambda_b b_u), the same for b_i
         model.user_bias.grad.index_add_(0, user_ids, b_u.mul_(reg_bias * scale).add_(err))
         model.item_bias.grad.index_add_(0, item_ids, b_i.mul_(reg_bias * scale).add_(err))
+    return sse
+
+
+def _check_diverged(model: torch.nn.Module, before: dict, name: str, loss: float, epoch: int,
+                    step: str, hint: str) -> None:
+    """Note [divergence]: after every epoch, the summed loss and the parameters must be finite.
+
+    One synchronisation per epoch (the loss is summed on the device as the epoch runs). On
+    failure the model gets its state from before the fit back and
+    :class:`~lamods.ConvergenceError` names the epoch and the step size.
+    """
+    bad = sum(count_nonfinite(p.detach()) for p in model.parameters())
+    if bad and math.isfinite(loss):
+        loss = math.nan  # the last step made the parameters non-finite
+    if not math.isfinite(loss):
+        restore(model, before)
+    check_finite_loss(name, loss, f"epoch {epoch + 1} {step}", hint)
 
 
 def _record(history: FitHistory, model, train, val, track_train, seconds) -> None:
@@ -224,7 +272,8 @@ def fit_sgd(
     if optimizer == "sparse_adam" and not model.sparse:
         raise ValueError(f"{name}: expected a model built with sparse=True for "
                          "optimizer='sparse_adam', got sparse=False")
-    users, items, ratings = prepare(model, train)
+    before = snapshot(model)
+    users, items, ratings = prepare(model, train, name)
     params = [p for p in model.parameters() if p.requires_grad]
     if optimizer == "adam":
         opt = torch.optim.Adam(params, lr=lr)
@@ -246,19 +295,25 @@ def fit_sgd(
     model.train()
     for epoch in range(epochs):
         start = time.perf_counter()
+        lr_now = [g["lr"] for o in schedulers for g in o.optimizer.param_groups][0]
         perm = torch.randperm(n, generator=gen, device=users.device)
+        total = torch.zeros((), device=users.device, dtype=ratings.dtype)
         for s in range(0, n, batch_size):
             b = perm[s:s + batch_size]
             u, i, r = users.index_select(0, b), items.index_select(0, b), ratings.index_select(0, b)
             if manual:
-                mf_backward(model, u, i, r, reg=reg, reg_bias=reg_bias)
+                total += mf_backward(model, u, i, r, reg=reg, reg_bias=reg_bias)
             else:
                 loss = model.loss(u, i, r, reg=reg, reg_bias=reg_bias)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
+                total += loss.detach()
             opt.step()
         for sched in schedulers:
             sched.step()
+        _check_diverged(model, before, name, float(total), epoch,
+                        f"(lr={lr_now:g}, optimizer={optimizer!r})",
+                        "lower lr (or raise reg); the model is left as it was before fit")
         seconds = time.perf_counter() - start
         if val is not None or track_train:
             model.zero_unseen(users, items)
