@@ -114,6 +114,7 @@ class MNISTData(ArrayDataConf):
 class MovieLensData(DataConf):
     root: str = "~/.cache/lamods/data"
     download: bool = True
+    verify: bool = True
     variant: str = "100k"
     split: str = "random"
     val_fraction: float = 0.05

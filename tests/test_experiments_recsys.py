@@ -47,6 +47,7 @@ def data_root(tmp_path) -> Path:
 
 def exp(data_root: Path, *extra: str) -> list[str]:
     return ["+exp=mf_movielens", f"data.root={data_root}", "data.download=false",
+            "data.verify=false",
             "data.batch_size=256", *QUIET, *extra]
 
 
@@ -88,7 +89,7 @@ def test_build_sizes_the_model_from_the_data(data_root, tmp_path):
 
 def test_rating_task_rmse_equals_recsys_rmse(data_root):
     """The logged ``val/rmse`` over several batches is lamods.recsys.rmse of all predictions."""
-    dm = MovieLensDataModule(root=data_root, download=False, batch_size=50,
+    dm = MovieLensDataModule(root=data_root, download=False, verify=False, batch_size=50,
                              val_fraction=0.2, seed=0)
     torch.manual_seed(0)
     task = RatingTask(MatrixFactorization(**dm.model_kwargs(), n_factors=4), torch.optim.Adam)
@@ -108,7 +109,7 @@ def test_rating_task_rmse_equals_recsys_rmse(data_root):
 
 @pytest.mark.parametrize("split", ["random", "kfold", "leave_last_out"])
 def test_splits_partition_the_ratings(data_root, split):
-    dm = MovieLensDataModule(root=data_root, download=False, split=split, seed=0)
+    dm = MovieLensDataModule(root=data_root, download=False, verify=False, split=split, seed=0)
     dm.setup()
     parts = dm.splits
     total = len(dm.data)
@@ -128,7 +129,8 @@ def test_splits_partition_the_ratings(data_root, split):
 def test_kfold_folds_cover_the_data(data_root):
     tests = []
     for fold in range(5):
-        dm = MovieLensDataModule(root=data_root, download=False, split="kfold", fold=fold)
+        dm = MovieLensDataModule(root=data_root, download=False, verify=False, split="kfold",
+                                 fold=fold)
         dm.setup()
         tests.append(dm.splits["test"].users * 1000 + dm.splits["test"].items)
     assert torch.cat(tests).sort().values.tolist() == sorted(

@@ -54,6 +54,8 @@ class MovieLensDataModule(SplitDataModule):
         root: folder holding ``ml-100k/u.data`` and the like (or the archive).
         variant: ``"100k"``, ``"1m"``, ... (see :data:`lamods.recsys.VARIANTS`).
         download: download the GroupLens archive (md5-checked) when no copy is found.
+        verify: check the documented counts and the checksum of the file read (False
+            reads a modified or partial copy).
         split: ``"random"``, ``"kfold"`` or ``"leave_last_out"``.
         val_fraction, test_fraction: fractions of all ratings (``random``); ``val_fraction``
             is of the training part for ``kfold``.
@@ -70,6 +72,7 @@ class MovieLensDataModule(SplitDataModule):
         root: str | os.PathLike = "~/.cache/lamods/data",
         variant: str = "100k",
         download: bool = True,
+        verify: bool = True,
         split: str = "random",
         val_fraction: float = 0.05,
         test_fraction: float = 0.2,
@@ -92,6 +95,7 @@ class MovieLensDataModule(SplitDataModule):
         self.root = Path(os.path.expanduser(str(root))).resolve()
         self.variant = variant
         self.download = bool(download)
+        self.verify = bool(verify)
         self.split = split
         self.val_fraction = float(val_fraction)
         self.test_fraction = float(test_fraction)
@@ -104,7 +108,8 @@ class MovieLensDataModule(SplitDataModule):
         if self.data is None:
             from lamods.recsys import MovieLens
 
-            self.data = MovieLens(self.root, self.variant, download=self.download)
+            self.data = MovieLens(self.root, self.variant, download=self.download,
+                                  verify=self.verify)
         return self.data
 
     def prepare_data(self) -> None:
