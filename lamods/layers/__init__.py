@@ -1,6 +1,7 @@
 """``nn.Module`` layers used inside networks."""
 
 from lamods.layers.activations import ACTIVATIONS, Activation
+from lamods.layers.conv import ManualConv2d, conv2d
 from lamods.layers.hadamard import fwht, hadamard_matrix
 from lamods.layers.kernel_heads import KernelRidgeHead, NystromFeatures, kernel_ridge
 from lamods.layers.kernel_svm import LinearSVMHead, squared_hinge_loss
@@ -55,6 +56,7 @@ __all__ = [
     "LayerAdapter",
     "LayerCompression",
     "LowRankAdapter",
+    "ManualConv2d",
     "LowRankLinear",
     "ManualLinear",
     "ManualMLP",
@@ -62,6 +64,7 @@ __all__ = [
     "SparseRandomProjection",
     "add_adapters",
     "compress",
+    "conv2d",
     "energy_rank",
     "fwht",
     "hadamard_matrix",
