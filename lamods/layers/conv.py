@@ -135,11 +135,9 @@ class _Conv2dFn(torch.autograd.Function):
                             stride=stride)
         if ctx.needs_input_grad[1]:
             cols = _im2col(x, (kh, kw), stride, padding, dilation, groups)
-            # dL/dW_mat = sum_n G_n X_col,n^T: one matmul over the (N L) axis per group,
-            # (g, C_out/g, N L) @ (g, N L, C_in/g k_h k_w)
-            g2 = g.permute(1, 2, 0, 3).reshape(groups, c_out // groups, n * L)
-            cols2 = cols.permute(1, 0, 3, 2).reshape(groups, n * L, cols.shape[2])
-            grad_w = (g2 @ cols2).reshape(weight.shape)
+            # dL/dW_mat = sum_n G_n X_col,n^T: a batched matmul over n with X_col read
+            # transposed in place (no copy of the large unfolded input), then the sum
+            grad_w = (g @ cols.mT).sum(0).reshape(weight.shape)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             # dL/db_o = sum_{n, l} G_{n, o, l}
             grad_b = grad.sum((0, 2, 3))
