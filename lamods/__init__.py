@@ -30,7 +30,10 @@ from lamods.decomp import (
     PCA,
     PCAWhitening,
     ZCAWhitening,
+    cp_als,
     eigh,
+    hooi,
+    hosvd,
     inv_sqrtm,
     pca,
     randomized_svd,
@@ -45,6 +48,7 @@ from lamods.exceptions import (
     SingularSystemError,
 )
 from lamods.layers import (
+    CPLinear,
     GaussianRandomProjection,
     KernelRidgeHead,
     LinearSVMHead,
@@ -58,6 +62,7 @@ from lamods.layers import (
     RBFKernel,
     SparseRandomProjection,
     SRHTProjection,
+    TuckerLinear,
     add_adapters,
     compress,
     fwht,
@@ -69,6 +74,8 @@ from lamods.recsys import MatrixFactorization, MovieLens
 __version__ = "0.1.0"
 
 __all__ = [
+    "CPLinear",
+    "TuckerLinear",
     "ConvergenceError",
     "ConvergenceWarning",
     "Estimator",
@@ -107,8 +114,11 @@ __all__ = [
     "__version__",
     "add_adapters",
     "compress",
+    "cp_als",
     "eigh",
     "fwht",
+    "hooi",
+    "hosvd",
     "inv_sqrtm",
     "johnson_lindenstrauss_min_dim",
     "merge_adapters",

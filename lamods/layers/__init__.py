@@ -34,8 +34,11 @@ from lamods.layers.surgery import (
     compress,
     merge_adapters,
 )
+from lamods.layers.tensorized import CPLinear, TuckerLinear
 
 __all__ = [
+    "CPLinear",
+    "TuckerLinear",
     "CosineKernel",
     "Kernel",
     "KernelRidgeHead",
