@@ -6,6 +6,8 @@ experiment with ``- /study: NAME`` in its defaults) and called as::
 
     study(cfg=cfg, datamodule=datamodule, output_dir=output_dir) -> metrics
 
+(``datamodule`` is None for a study that makes its own data: ``- override /data: null``.)
+
 No task, trainer, checkpoint or CSV log is made: the run directory holds ``config.yaml``,
 ``metrics.json`` (the study's metrics plus wall time, device, name and seed) and the study's
 plots. A study logs its progress as it goes, and its module's ``HEADLINE`` names the metrics
@@ -42,11 +44,14 @@ def run_study(cfg: DictConfig) -> dict[str, Any]:
     start = time.perf_counter()
     output_dir = Path(cfg.paths.output_dir)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    datamodule = instantiate(cfg.data)
+    # a study that makes or loads its own data (a generated matrix, a bundled image, the
+    # standard library's docstrings) sets `override /data: null` and gets datamodule=None
+    datamodule = instantiate(cfg.data) if cfg.get("data") else None
     study = instantiate(cfg.study)
     write_config(cfg, output_dir)
     log.info("%s: %s on %s", cfg.name, cfg.study._target_.rpartition(".")[2],
-             cfg.data._target_.rpartition(".")[2])
+             cfg.data._target_.rpartition(".")[2] if datamodule is not None
+             else "its own data")
     metrics: dict[str, Any] = dict(study(cfg=cfg, datamodule=datamodule,
                                          output_dir=output_dir) or {})
     metrics.update(wall_time_s=round(time.perf_counter() - start, 3), device="cpu",
