@@ -30,8 +30,9 @@ from omegaconf import DictConfig
 from experiments.outputs import summary_line, write_config, write_metrics
 from experiments.studies.clustering import clustering_study
 from experiments.studies.linreg import linreg_study
+from experiments.studies.lsa import lsa_study
 
-__all__ = ["clustering_study", "linreg_study", "run_study"]
+__all__ = ["clustering_study", "linreg_study", "lsa_study", "run_study"]
 
 log = logging.getLogger(__name__)
 
