@@ -31,7 +31,8 @@ def check_study_run(out: Path, metrics: dict, name: str, files: list[str]) -> No
     assert not (out / "checkpoints").exists() and not (out / "csv").exists()
 
 
-@pytest.mark.parametrize("module", ["experiments.studies.lsa", "experiments.data.stdlib_docs"])
+@pytest.mark.parametrize("module", ["experiments.studies.lsa", "experiments.data.stdlib_docs",
+                                    "experiments.studies.image_svd"])
 def test_docstring_examples(module):
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
@@ -59,3 +60,28 @@ def test_lsa_stdlib_end_to_end(tmp_path, capsys):
     nearest = metrics["lsa/queries"]["compress data with gzip"]["lsa"]
     assert len(nearest) == 3 and "bz2" in nearest
     assert "compress data with gzip" in (tmp_path / "lsa_topics.md").read_text()
+
+
+# --------------------------------------------------------------------------- image
+def test_image_svd_end_to_end(tmp_path):
+    cfg = make_cfg(["+exp=image_svd", "study.downsample=4", "study.ks=[1,5,20,200]",
+                    "study.shown=[5]", "study.repeats=1"], tmp_path)
+    metrics = run(cfg)
+    check_study_run(tmp_path, metrics, "image_svd", ["plots/reconstructions.png",
+                                                     "plots/psnr.png"])
+    m, n, c = metrics["image/shape"]
+    assert (m, n, c) == (107, 160, 3)  # china.jpg, every 4th pixel
+    table = metrics["image/table"]
+    assert [r["k"] for r in table] == [1, 5, 20]  # k = 200 > min(m, n) is left out
+    # Eckart-Young: ||A - A_k||_F^2 = sum_{i > k} s_i^2, per channel
+    assert metrics["image/max_closed_form_error"] < 1e-8
+    for r in table:
+        k = r["k"]
+        assert r["storage_per_channel"] == pytest.approx(k * (m + n + 1) / (m * n))
+        assert r["storage_whole"] == pytest.approx(k * (m + 3 * n + 1) / (3 * m * n))
+        # the randomized rank-k is no better than the best rank-k (up to the clipping)
+        assert r["psnr_randomized"] <= r["psnr_per_channel"] + 0.01
+        assert r["psnr_randomized"] > r["psnr_per_channel"] - 0.5
+    psnrs = [r["psnr_per_channel"] for r in table]
+    assert psnrs == sorted(psnrs) and 10 < psnrs[0] < psnrs[-1] < 60
+    assert metrics["time/exact_svd_s"] > 0 and metrics["time/randomized_svd_s@k5"] > 0

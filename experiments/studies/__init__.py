@@ -24,15 +24,17 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from experiments.outputs import summary_line, write_config, write_metrics
 from experiments.studies.clustering import clustering_study
+from experiments.studies.image_svd import image_svd_study
 from experiments.studies.linreg import linreg_study
 from experiments.studies.lsa import lsa_study
 
-__all__ = ["clustering_study", "linreg_study", "lsa_study", "run_study"]
+__all__ = ["clustering_study", "image_svd_study", "linreg_study", "lsa_study", "run_study"]
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +42,19 @@ log = logging.getLogger(__name__)
 def run_study(cfg: DictConfig) -> dict[str, Any]:
     """Run the study ``cfg.study`` on ``cfg.data`` and write the run directory.
 
-    Returns the metrics written to ``metrics.json``.
+    Returns the metrics written to ``metrics.json``. Runs on ``cfg.torch_threads`` intra-op
+    threads (the count is restored after).
     """
+    threads = torch.get_num_threads()
+    if cfg.get("torch_threads"):  # as experiments.train.train does
+        torch.set_num_threads(cfg.torch_threads)
+    try:
+        return _run_study(cfg)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_study(cfg: DictConfig) -> dict[str, Any]:
     start = time.perf_counter()
     output_dir = Path(cfg.paths.output_dir)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
