@@ -32,7 +32,8 @@ def check_study_run(out: Path, metrics: dict, name: str, files: list[str]) -> No
 
 
 @pytest.mark.parametrize("module", ["experiments.studies.lsa", "experiments.data.stdlib_docs",
-                                    "experiments.studies.image_svd"])
+                                    "experiments.studies.image_svd",
+                                    "experiments.studies.stability"])
 def test_docstring_examples(module):
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
@@ -85,3 +86,51 @@ def test_image_svd_end_to_end(tmp_path):
     psnrs = [r["psnr_per_channel"] for r in table]
     assert psnrs == sorted(psnrs) and 10 < psnrs[0] < psnrs[-1] < 60
     assert metrics["time/exact_svd_s"] > 0 and metrics["time/randomized_svd_s@k5"] > 0
+
+
+# --------------------------------------------------------------------------- stability
+def test_stability_lab_end_to_end(tmp_path):
+    n = 20
+    cfg = make_cfg(["+exp=stability_lab", f"study.n={n}", "study.lstsq_shape=[60,10]",
+                    "study.kappas=[1.0,1.0e3,1.0e6,1.0e9,1.0e12,1.0e15]",
+                    "study.hilbert_sizes=[3,6,9,12]", "study.det_sizes=[20,100,250]",
+                    "study.lse_n=200", "study.lse_scales=[1.0,10.0,100.0,1000.0]"], tmp_path)
+    m = run(cfg)
+    check_study_run(tmp_path, m, "stability_lab", ["plots/stability.png"])
+    u64, u32 = 2.0 ** -53, 2.0 ** -24
+    kappas = m["stability/solve/kappa"]
+    # solve is backward stable: residual ~ u whatever kappa; the inverse's grows with kappa
+    assert max(m["stability/solve/solve_residual"]) < 10 * n * u64
+    assert m["stability/inv_residual@kappa1e12"] > 1e3 * m["stability/solve_residual@kappa1e12"]
+    for k, err in zip(kappas, m["stability/solve/solve_error"]):
+        if k * u64 < 1e-2:
+            assert err <= n * k * u64 + 10 * u64, (k, err)  # kappa u, up to c_n
+    # Hilbert: kappa(H_12) ~ 1e16, all digits lost; H_3 well conditioned
+    assert m["stability/solve/hilbert_kappa"][-1] > 1e15
+    assert m["stability/solve/hilbert_solve_error"][0] < 1e-13
+    # least squares: QR / SVD ~ kappa u; normal equations ~ kappa^2 u, refused (NaN) once
+    # X^T X is numerically singular
+    ls_k = m["stability/lstsq/kappa"]
+    for key in ("qr_error", "svd_error"):
+        for k, err in zip(ls_k, m[f"stability/lstsq/{key}"]):
+            assert err <= 10 * n * k * u64 + 1e-14, (key, k, err)
+    assert m["stability/normal_eq_error@kappa1e6"] > 100 * m["stability/qr_error@kappa1e6"]
+    assert m["stability/lstsq/normal_eq_error"][ls_k.index(1e12)] is None
+    # float32 loses every digit near kappa = 1 / u_32 = 1.7e7; float64 keeps 4 digits at 1e12
+    p = dict(zip(m["stability/precision/kappa"], m["stability/precision/float32_error"]))
+    assert p[1.0] < 10 * n * u32 and p[1e9] > 1e-2
+    p64 = dict(zip(m["stability/precision/kappa"], m["stability/precision/float64_error"]))
+    assert p64[1e12] < 1e-3
+    # log|det|: det overflows / underflows at n = 250 (|log10 det| ~ 500), slogdet does not
+    for key in ("large", "small"):
+        det = m[f"stability/logdet/{key}_det_error"]
+        assert det[0] < 1e-12 and det[-1] is None  # inf
+        for err, bound in zip(m[f"stability/logdet/{key}_slogdet_error"],
+                              m[f"stability/logdet/{key}_bound"]):
+            assert err <= bound
+    assert m["stability/det_overflow_n"] == 250
+    # log-sum-exp in float32: the naive sum overflows (max x > 88.7), the shifted one keeps
+    # within its bound
+    assert m["stability/lse_naive_overflow_scale"] == 100.0
+    for err, bound in zip(m["stability/logsumexp/shifted_error"], m["stability/logsumexp/bound"]):
+        assert err <= bound
