@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from experiment_helpers import make_cfg
 from omegaconf import OmegaConf
 
@@ -33,7 +34,8 @@ def check_study_run(out: Path, metrics: dict, name: str, files: list[str]) -> No
 
 @pytest.mark.parametrize("module", ["experiments.studies.lsa", "experiments.data.stdlib_docs",
                                     "experiments.studies.image_svd",
-                                    "experiments.studies.stability"])
+                                    "experiments.studies.stability",
+                                    "experiments.studies.spectral"])
 def test_docstring_examples(module):
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
@@ -134,3 +136,42 @@ def test_stability_lab_end_to_end(tmp_path):
     assert m["stability/lse_naive_overflow_scale"] == 100.0
     for err, bound in zip(m["stability/logsumexp/shifted_error"], m["stability/logsumexp/bound"]):
         assert err <= bound
+
+
+# --------------------------------------------------------------------------- spectral
+def test_spectral_pictures_end_to_end(tmp_path):
+    cfg = make_cfg(["+exp=spectral_pictures", "study.n=60", "study.gaps=[0.1,0.03]",
+                    "study.shown=[0.1]", "study.max_iter=600", "study.n_points=14",
+                    "study.n_samples=120"], tmp_path)
+    m = run(cfg)
+    check_study_run(tmp_path, m, "spectral_pictures", ["plots/power_vs_lanczos.png",
+                                                       "plots/fiedler.png"])
+    for gap in ("0.1", "0.03"):
+        for method in ("power", "lanczos"):
+            errs = m[f"spectral/error@{method}_g{gap}"]
+            bounds = m[f"spectral/bound@{method}_g{gap}"]
+            assert len(errs) == len(m["spectral/iterations"])
+            for t, e, b in zip(m["spectral/iterations"], errs, bounds):
+                assert -1e-13 <= e <= b * (1 + 1e-8) + 1e-13, (method, gap, t, e, b)
+        # Lanczos needs fewer iterations than power iteration, the more so for a small gap
+        assert m[f"spectral/iters_to_tol@lanczos_g{gap}"] < m[f"spectral/iters_to_tol@power_g{gap}"]
+    assert m["spectral/iters_to_tol@power_g0.03"] > 2 * m["spectral/iters_to_tol@power_g0.1"]
+    assert m["spectral/fiedler_accuracy"] > 0.9 and m["spectral/n_components"] == 1
+
+
+def test_fiedler_vector_is_the_relaxed_cut():
+    from experiments.studies.spectral import fiedler
+
+    res = fiedler(80, 0.05, 8, seed=0)
+    f, W, lam = res["f"], res["W"], res["eigenvalues"]
+    L = torch.diag(W.sum(1)) - W
+    assert abs(float(f.sum())) < 1e-10 and abs(float(f.norm()) - 1) < 1e-12  # f _|_ 1, unit
+    # f^T L f = 1/2 sum_ij W_ij (f_i - f_j)^2 = lambda_2, the smallest over x _|_ 1, |x| = 1
+    quad = 0.5 * float((W * (f[:, None] - f[None, :]) ** 2).sum())
+    assert quad == pytest.approx(float(f @ L @ f), rel=1e-10)
+    assert quad == pytest.approx(float(lam[1]), rel=1e-8)
+    x = torch.randn(80, dtype=torch.float64)
+    x = x - x.mean()
+    x = x / x.norm()
+    assert float(x @ L @ x) >= float(lam[1])
+    assert float(lam[0]) == pytest.approx(0.0, abs=1e-12) and float(lam[1]) > 1e-6

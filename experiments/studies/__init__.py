@@ -33,10 +33,11 @@ from experiments.studies.clustering import clustering_study
 from experiments.studies.image_svd import image_svd_study
 from experiments.studies.linreg import linreg_study
 from experiments.studies.lsa import lsa_study
+from experiments.studies.spectral import spectral_study
 from experiments.studies.stability import stability_study
 
 __all__ = ["clustering_study", "image_svd_study", "linreg_study", "lsa_study", "run_study",
-           "stability_study"]
+           "spectral_study", "stability_study"]
 
 log = logging.getLogger(__name__)
 
