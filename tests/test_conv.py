@@ -2,7 +2,7 @@
 
 The shared battery (:class:`lamods.testing.ModuleBattery`) is written for ``(*, in_features)``
 inputs; :class:`ImageBattery` below joins it for ``(*, C, H, W)`` inputs by giving the input
-shape (``_input``) and replacing the three bad-input tests whose messages speak of a last
+shape (``_input``) and replacing the four bad-input tests whose messages speak of a last
 dimension (``test_wrong_last_dimension``, ``test_non_floating_input``,
 ``test_dtype_mismatch``, ``test_device_mismatch``) with their 4-D equivalents. Every other
 battery test (reference outputs and gradients over device x dtype x batch shape, float64
