@@ -1,4 +1,4 @@
-"""The experiments' networks: plain-torch references, and a head on kernel features.
+"""The experiments' networks: plain-torch references, a head on kernel features, a small CNN.
 
 ``configs/model/*.yaml`` build them by ``_target_`` (a saved task rebuilds them from its
 checkpoint the same way, :data:`experiments.tasks.base.SAFE_TARGETS`)."""
@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from experiments.resolvers import mlp_sizes
-from lamods.layers import NystromFeatures, RandomFourierFeatures
+from lamods.layers import ManualConv2d, NystromFeatures, RandomFourierFeatures
 
 #: hidden activations by name, the same names ``lamods.ManualMLP`` takes
 ACTIVATION_MODULES: dict[str, type[nn.Module]] = {
@@ -100,3 +100,56 @@ def kernel_classifier_net(
     head = sequential_mlp(mlp_sizes(width, list(hidden) if not isinstance(hidden, int)
                                     else hidden, num_classes), activation)
     return nn.Sequential(features, head)
+
+
+#: the convolution layers :func:`small_cnn` builds with
+CONVS: dict[str, type[nn.Module]] = {"manual": ManualConv2d, "torch": nn.Conv2d}
+
+
+def small_cnn(
+    conv: str, in_features: int, image_shape: Sequence[int], channels: Sequence[int],
+    num_classes: int, kernel_size: int = 3, activation: str = "relu",
+) -> nn.Sequential:
+    """A small CNN on flat images: unflatten to ``image_shape`` ``(C, H, W)``, then per width in
+    ``channels`` a ``kernel_size`` convolution (padding ``k // 2``; stride 1 for the first,
+    2 after) and the activation, then flatten and one linear layer to the logits.
+
+    ``conv="manual"`` builds the convolutions as :class:`lamods.ManualConv2d` (im2col + one
+    matmul, hand-written backward), ``"torch"`` as ``nn.Conv2d``; both draw their weights in
+    the same order, so under the same seed the two networks start identical.
+
+    Examples::
+
+        >>> import torch
+        >>> net = small_cnn("manual", 64, [1, 8, 8], [4, 8], 10)
+        >>> net(torch.rand(2, 64)).shape
+        torch.Size([2, 10])
+        >>> _ = torch.manual_seed(0); a = small_cnn("manual", 64, [1, 8, 8], [4], 10)
+        >>> _ = torch.manual_seed(0); b = small_cnn("torch", 64, [1, 8, 8], [4], 10)
+        >>> x = torch.rand(3, 64)
+        >>> torch.allclose(a(x), b(x), atol=1e-6)
+        True
+    """
+    if conv not in CONVS:
+        raise ValueError(f"small_cnn: expected conv in {tuple(CONVS)}, got {conv!r}")
+    shape = [int(v) for v in image_shape]
+    if len(shape) != 3 or shape[0] * shape[1] * shape[2] != in_features:
+        raise ValueError(f"small_cnn: expected image_shape (C, H, W) with C*H*W = in_features "
+                         f"= {in_features}, got {list(image_shape)}")
+    if not channels:
+        raise ValueError("small_cnn: expected at least one width in channels, got []")
+    if activation not in ACTIVATION_MODULES:
+        raise ValueError(f"small_cnn: expected activation one of "
+                         f"{', '.join(ACTIVATION_MODULES)}, got {activation!r}")
+    layers: list[nn.Module] = [nn.Unflatten(-1, tuple(shape))]
+    c, h, w = shape
+    for i, width in enumerate(channels):
+        stride = 1 if i == 0 else 2
+        layers += [CONVS[conv](c, int(width), kernel_size, stride=stride,
+                               padding=kernel_size // 2),
+                   ACTIVATION_MODULES[activation]()]
+        c = int(width)
+        h = (h + 2 * (kernel_size // 2) - kernel_size) // stride + 1
+        w = (w + 2 * (kernel_size // 2) - kernel_size) // stride + 1
+    layers += [nn.Flatten(-3), nn.Linear(c * h * w, num_classes)]
+    return nn.Sequential(*layers)

@@ -196,6 +196,15 @@ class KernelClassifierModel(MLPModel):
 
 
 @dataclass
+class CNNModel(ModelConf):
+    # experiments.models.small_cnn: image_shape (C, H, W) of the flat input, conv widths
+    image_shape: Any = field(default_factory=lambda: [1, 8, 8])
+    channels: Any = field(default_factory=lambda: [16, 32])
+    kernel_size: int = 3
+    activation: str = "relu"
+
+
+@dataclass
 class MFModel(ModelConf):
     n_factors: int = 50
 
@@ -207,7 +216,8 @@ SCHEMAS: dict[str, dict[str, type]] = {
     "optimizer": {"optimizer": OptimizerConf, "sgd": SGDOptimizer},
     "model": {"manual_mlp": ManualMLPModel, "torch_mlp": TorchMLPModel, "zca_mlp": ZCAMLPModel,
               "pca_classifier": PCAClassifierModel, "randproj_classifier": RandprojClassifierModel,
-              "kernel_classifier": KernelClassifierModel, "mf": MFModel},
+              "kernel_classifier": KernelClassifierModel, "mf": MFModel,
+              "manual_cnn": CNNModel, "torch_cnn": CNNModel},
 }
 
 

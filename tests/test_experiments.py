@@ -34,6 +34,8 @@ EXPERIMENTS = sorted(p.stem for p in (CONFIGS / "exp").glob("*.yaml"))
 #: experiments with their own test file (not classification): tests/test_experiments_recsys.py,
 #: tests/test_experiments_classic.py
 OWN_TESTS = {"mf_movielens", "clustering_digits", "linreg"}
+#: issue 17's studies (no data module, nothing trained): tests/test_experiments_labs.py
+OWN_TESTS |= {"lsa_stdlib", "image_svd", "stability_lab", "spectral_pictures"}
 CLASSIFICATION = [name for name in EXPERIMENTS if name not in OWN_TESTS]
 #: group options that compose only beside their partners (a rating model needs rating data)
 PARTNERS = {"movielens": ["model=mf", "task=rating"], "mf": ["data=movielens", "task=rating"],

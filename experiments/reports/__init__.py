@@ -18,5 +18,7 @@ from experiments.reports.kernel import kernel_report
 from experiments.reports.lowrank import lowrank_report
 from experiments.reports.pca import pca_report
 from experiments.reports.randproj import randproj_report
+from experiments.reports.tensor import tensor_report
 
-__all__ = ["kernel_report", "lowrank_report", "pca_report", "randproj_report"]
+__all__ = ["kernel_report", "lowrank_report", "pca_report", "randproj_report",
+           "tensor_report"]

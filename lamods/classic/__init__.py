@@ -7,6 +7,8 @@ Functional (gradients flow to the inputs):
 - :func:`project`, :func:`projection_matrix`: orthogonal projection onto a column space.
 - :func:`spectral_embedding`, :func:`affinity_matrix`, :func:`laplacian`: graph spectra.
 - :func:`kmeans_plusplus`, :func:`beta_divergence`.
+- :func:`count_matrix`, :func:`tfidf`, :func:`lsa`, :func:`cosine_search`: document-term
+  matrices (sparse CSR), TF-IDF and latent semantic analysis (:mod:`lamods.classic.text`).
 
 Fit-style modules (``fit`` returns ``self``, ``is_fitted()``, fitted state in
 buffers ending in ``_``, ``forward`` predicts or transforms, unfitted use raises
@@ -25,11 +27,21 @@ from lamods.classic.spectral import (
     laplacian,
     spectral_embedding,
 )
+from lamods.classic.text import (
+    LSAResult,
+    build_vocabulary,
+    cosine_search,
+    count_matrix,
+    lsa,
+    tfidf,
+    tokenize,
+)
 from lamods.exceptions import NotFittedError, SingularSystemError
 
 __all__ = [
     "NMF",
     "KMeans",
+    "LSAResult",
     "LinearRegression",
     "NotFittedError",
     "RidgeRegression",
@@ -37,12 +49,18 @@ __all__ = [
     "SpectralClustering",
     "affinity_matrix",
     "beta_divergence",
+    "build_vocabulary",
+    "cosine_search",
+    "count_matrix",
     "gram_schmidt",
     "kmeans_plusplus",
     "laplacian",
+    "lsa",
     "lstsq",
     "orthonormalize",
     "project",
     "projection_matrix",
     "spectral_embedding",
+    "tfidf",
+    "tokenize",
 ]

@@ -35,6 +35,12 @@ Top-k eigenpairs of symmetric ``A`` (``topk_eigh``):
   QR of the whole basis), then Rayleigh-Ritz. Finds both ends of the spectrum,
   handles repeated eigenvalues up to multiplicity ``l``, and works for indefinite ``A``.
 
+Note [sparse input]: ``randomized_svd`` also takes a 2-D sparse ``A`` (CSR, CSC or COO, e.g.
+a TF-IDF document-term matrix) without ever making it dense: the range finder and the small
+problem only use the products :math:`A \Omega`, :math:`A^T Q` and :math:`Q^T A`, which torch
+computes sparse x dense (COO is converted to CSR once). No gradient flows to a sparse ``A``
+(it would be a dense ``m x n`` tensor): one that requires grad is refused.
+
 Note [randomized backward]: the range basis ``Q`` is computed without a graph
 and treated as a constant; gradients flow only through the final small
 problem, :math:`B = Q^T A` (SVD) or :math:`T = Q^T A Q` (eigh), both with the
@@ -57,6 +63,7 @@ from torch import Tensor
 
 from lamods._precision import cast_back, compute_dtype
 from lamods._validation import (
+    check_finite,
     check_matrix,
     check_nonnegative_int,
     check_rank_k,
@@ -111,7 +118,8 @@ def randomized_svd(A: Tensor, k: int, oversamples: int = 10, n_iter: int = 4,
     [randomized backward]). Signs follow the largest-|entry|-positive rule on ``U``.
 
     Args:
-        A: ``(*, m, n)``.
+        A: ``(*, m, n)``, or a 2-D sparse ``(m, n)`` tensor (CSR, CSC or COO), never
+            densified (Note [sparse input]).
         k: number of singular triplets, ``1 <= k <= min(m, n)``.
         oversamples: extra columns ``p`` of the test matrix (``l = min(k + p, min(m, n))``).
         n_iter: power iterations ``q``.
@@ -135,7 +143,10 @@ def randomized_svd(A: Tensor, k: int, oversamples: int = 10, n_iter: int = 4,
     check_rank_k("randomized_svd", k, min(m, n), "min(m, n)")
     oversamples = check_nonnegative_int("randomized_svd", "oversamples", oversamples)
     n_iter = check_nonnegative_int("randomized_svd", "n_iter", n_iter)
-    check_symmetric_finite("randomized_svd", A, symmetric=False)
+    if A.layout != torch.strided:
+        A = _check_sparse(A)
+    else:
+        check_symmetric_finite("randomized_svd", A, symmetric=False)
     dtype = A.dtype
     work = A.to(compute_dtype(dtype))
     with torch.autocast(A.device.type, enabled=False):
@@ -147,6 +158,30 @@ def randomized_svd(A: Tensor, k: int, oversamples: int = 10, n_iter: int = 4,
         else:
             U, S, Vh = _randomized_svd_tall(work, k, oversamples, n_iter, generator, eps)
     return SVDResult(*cast_back(dtype, U, S, Vh))
+
+
+_SPARSE_LAYOUTS = (torch.sparse_csr, torch.sparse_csc, torch.sparse_coo)
+
+
+def _check_sparse(A: Tensor) -> Tensor:
+    """Note [sparse input]: a 2-D CSR / CSC / COO matrix with finite values and no
+    gradient; COO comes back as CSR."""
+    name = "randomized_svd"
+    if A.layout not in _SPARSE_LAYOUTS:
+        raise TypeError(f"{name}: expected a strided tensor or a sparse CSR, CSC or COO matrix, "
+                        f"got layout {A.layout}")
+    if A.dim() != 2 or A.dense_dim() != 0:
+        raise ValueError(f"{name}: expected a sparse A of shape (m, n) (no batch or dense "
+                         f"dimensions), got shape {tuple(A.shape)} with {A.dense_dim()} dense "
+                         "dimensions")
+    if A.requires_grad:
+        raise ValueError(f"{name}: expected a sparse A that does not require grad (its gradient "
+                         "would be a dense m x n tensor), got requires_grad=True; pass "
+                         "A.detach(), or a dense A for gradients")
+    if A.layout == torch.sparse_coo:
+        A = A.coalesce().to_sparse_csr()
+    check_finite(name, A.values(), "sparse A's values")
+    return A
 
 
 def _randomized_svd_tall(A: Tensor, k: int, oversamples: int, n_iter: int,

@@ -1,6 +1,7 @@
 """``nn.Module`` layers used inside networks."""
 
 from lamods.layers.activations import ACTIVATIONS, Activation
+from lamods.layers.conv import ManualConv2d, conv2d
 from lamods.layers.hadamard import fwht, hadamard_matrix
 from lamods.layers.kernel_heads import (
     KernelRidgeHead,
@@ -38,8 +39,11 @@ from lamods.layers.surgery import (
     compress,
     merge_adapters,
 )
+from lamods.layers.tensorized import CPLinear, TuckerLinear
 
 __all__ = [
+    "CPLinear",
+    "TuckerLinear",
     "CosineKernel",
     "Kernel",
     "KernelRidgeHead",
@@ -61,6 +65,7 @@ __all__ = [
     "LayerAdapter",
     "LayerCompression",
     "LowRankAdapter",
+    "ManualConv2d",
     "LowRankLinear",
     "ManualLinear",
     "ManualMLP",
@@ -68,6 +73,7 @@ __all__ = [
     "SparseRandomProjection",
     "add_adapters",
     "compress",
+    "conv2d",
     "energy_rank",
     "fwht",
     "hadamard_matrix",
