@@ -845,10 +845,159 @@ def _add_cg() -> None:
         probe("cg", f"B_{case}", lambda B=B: lamods.cg(A0, B), _check_cg(A0, B))
 
 
+# -- convolution, tensors and text (the learners' modules) ---------------------------
+#: mutations of an image batch (N, C, H, W)
+IMAGE_CASES: dict[str, Callable[[Tensor], Any]] = {
+    "valid": lambda x: x,
+    "single_image": lambda x: x[0],
+    "ndim2": lambda x: x[0, 0],
+    "batch5d": lambda x: x.unsqueeze(0),
+    "wrong_channels": lambda x: torch.cat([x, x], 1),
+    "empty_batch": lambda x: x[:0],
+    "too_small": lambda x: x[..., :1, :1],
+    "int": lambda x: (x * 3).round().long(),
+    "complex": lambda x: x.to(torch.complex128),
+    "float32": lambda x: x.float(),
+    "nan": lambda x: _with(x, float("nan")),
+    "inf": lambda x: _with(x, float("inf")),
+    "noncontiguous": lambda x: x.transpose(-1, -2).contiguous().transpose(-1, -2),
+    "numpy": lambda x: x.numpy(),
+    "none": lambda x: None,
+}
+
+
+def _check_conv(conv: Any, x: Any) -> Callable[[Any], None]:
+    """Against nn.Conv2d with the same weights, image by image (a NaN image may hold
+    anything, but must not reach the other images)."""
+    def check(out: Any) -> None:
+        x64 = _t(x)
+        ref_mod = conv.to_conv2d().to(F64)
+        batched = x64.dim() >= 4
+        lead = x64.shape[:-3]
+        xb = x64.reshape(-1, *x64.shape[-3:]) if batched else x64.unsqueeze(0)
+        ok = torch.isfinite(xb).flatten(1).all(1) if xb.shape[0] else torch.ones(0, dtype=bool)
+        clean = torch.where(torch.isfinite(xb), xb, torch.zeros_like(xb))
+        ref = ref_mod(clean).detach()
+        ref = ref.reshape(*lead, *ref.shape[1:]) if batched else ref[0]
+        ok = ok.reshape(lead) if batched else ok
+        rows = ok if batched and not bool(ok.all()) else None
+        close(out, ref, "convolution", rtol=max(_rtol(x), 1e-6) * 10, rows=rows,
+              scale=float(ref.abs().max()) + 1e-300 if ref.numel() else 1.0)
+    return check
+
+
+def _add_learners() -> None:
+    from lamods.classic import text
+    from lamods.decomp import tensor
+    from lamods.layers.conv import ManualConv2d
+    from lamods.layers.tensorized import CPLinear, TuckerLinear
+
+    torch.manual_seed(0)
+    conv = ManualConv2d(3, 4, 3, padding=1, dtype=F64)
+    x0 = torch.randn(2, 3, 6, 6, generator=_gen(3), dtype=F64)
+    for case, mut in IMAGE_CASES.items():
+        x = mut(x0)
+        probe("ManualConv2d", case, lambda x=x: conv(x), _check_conv(conv, x))
+    for case, kw in {"channels_groups": {"in_channels": 3, "out_channels": 4, "groups": 2},
+                     "kernel_zero": {"in_channels": 3, "out_channels": 4, "kernel_size": 0},
+                     "stride_zero": {"in_channels": 3, "out_channels": 4, "stride": 0},
+                     "padding_word": {"in_channels": 3, "out_channels": 4, "padding": "full"},
+                     "channels_float": {"in_channels": 3.0, "out_channels": 4}}.items():
+        kw = {"kernel_size": 3, **kw}
+        probe("ManualConv2d", f"ctor_{case}", lambda kw=kw: ManualConv2d(**kw),
+              lambda out: (_ for _ in ()).throw(Wrong("built with a bad argument")))
+    # tensorized layers: inputs (*, prod(in_shape))
+    X0 = base_matrix(8, 12)
+    tucker = TuckerLinear((3, 4), 5, (2, 2, 2), dtype=F64)
+    cpl = CPLinear((3, 4), 5, 3, dtype=F64)
+    for name, mod in (("TuckerLinear", tucker), ("CPLinear", cpl)):
+        W = mod.to_linear().to(F64)
+        for case in ("valid", "ndim1", "batch", "empty_rows", "int", "complex", "float32",
+                     "nan", "noncontiguous", "wide", "string"):
+            X = MATRIX_CASES[case](X0)
+            probe(name, case, lambda X=X, mod=mod: mod(X),
+                  _check_formula(lambda X, W=W: W(X).detach(), X))
+    # tensor decompositions of a 3-way tensor with exact CP rank 2
+    g = _gen(5)
+    A, B, C = (torch.randn(n, 2, generator=g, dtype=F64) for n in (4, 5, 3))
+    T0 = torch.einsum("ir,jr,kr->ijk", A, B, C)
+    tensor_cases: dict[str, Callable[[Tensor], Any]] = {
+        "valid": lambda T: T, "matrix": lambda T: T[0], "vector": lambda T: T[0, 0],
+        "empty": lambda T: T[:0], "int": lambda T: (T * 3).round().long(),
+        "complex": lambda T: T.to(torch.complex128), "float32": lambda T: T.float(),
+        "nan": lambda T: _with(T, float("nan")), "inf": lambda T: _with(T, float("inf")),
+        "zeros": lambda T: torch.zeros_like(T), "huge_f32": lambda T: T.float() * 1e30,
+        "tiny_f32": lambda T: T.float() * 1e-30, "numpy": lambda T: T.numpy(),
+    }
+    for case, mut in tensor_cases.items():
+        T = mut(T0)
+
+        def check_cp(res: Any, T=T) -> None:
+            T64 = _t(T)
+            rec = tensor.cp_reconstruct(res.weights, res.factors).detach().to(F64)
+            close(rec, T64, "CP reconstruction of an exact rank-2 tensor",
+                  rtol=max(_rtol(T), 1e-8) * 100, scale=float(T64.abs().max()) + 1e-300)
+
+        def check_tucker(res: Any, T=T) -> None:
+            T64 = _t(T)
+            rec = tensor.tucker_reconstruct(res.core, res.factors).detach().to(F64)
+            close(rec, T64, "Tucker reconstruction at full multilinear rank",
+                  rtol=max(_rtol(T), 1e-8) * 100, scale=float(T64.abs().max()) + 1e-300)
+        probe("cp_als", case, lambda T=T: tensor.cp_als(T, 2), check_cp)
+        probe("hosvd", case, lambda T=T: tensor.hosvd(T, (2, 2, 2)), check_tucker)
+        probe("hooi", case, lambda T=T: tensor.hooi(T, (2, 2, 2)), check_tucker)
+    for case, r in {"rank_zero": 0, "rank_negative": -1, "rank_float": 2.0}.items():
+        probe("cp_als", case, lambda r=r: tensor.cp_als(T0, r),
+              lambda out: (_ for _ in ()).throw(Wrong("decomposed with a bad rank")))
+    for case, r in {"ranks_zero": (0, 2, 2), "ranks_too_large": (9, 2, 2),
+                    "ranks_short": (2, 2)}.items():
+        probe("hosvd", case, lambda r=r: tensor.hosvd(T0, r),
+              lambda out: (_ for _ in ()).throw(Wrong("decomposed with bad ranks")))
+    # text
+    docs = ["the cat sat on the mat", "the dog sat", "cats and dogs", "a mat"]
+    for case, d in {"valid": docs, "empty_list": [], "not_strings": [1, 2],
+                    "one_string": "the cat sat", "empty_docs": ["", ""]}.items():
+        def check_vocab(v: Any, d=d) -> None:
+            from sklearn.feature_extraction.text import CountVectorizer
+
+            ref = sorted(CountVectorizer().fit(d).vocabulary_)
+            if list(v) != ref:
+                raise Wrong(f"vocabulary {list(v)[:5]}... differs from scikit-learn's")
+        probe("build_vocabulary", case, lambda d=d: text.build_vocabulary(d), check_vocab)
+    vocab = text.build_vocabulary(docs)
+    counts = text.count_matrix(docs, vocab)
+
+    def check_tfidf(out: Any, counts: Any = counts) -> None:
+        from sklearn.feature_extraction.text import TfidfTransformer
+
+        c = _t(counts.to_dense() if isinstance(counts, Tensor) and counts.is_sparse_csr
+               else counts)
+        ref = TfidfTransformer().fit_transform(c.numpy()).toarray()
+        X = out[0]
+        X = X.to_dense() if X.layout != torch.strided else X
+        close(X, torch.from_numpy(ref), "tf-idf", rtol=1e-8, scale=1.0)
+    for case, cm in {"valid": counts, "dense": counts.to_dense(),
+                     "negative": -counts.to_dense(), "nan": _with(counts.to_dense(), float("nan")),
+                     "ndim1": counts.to_dense()[0], "int": counts.to_dense().long()}.items():
+        probe("tfidf", case, lambda cm=cm: text.tfidf(cm), lambda out, cm=cm: check_tfidf(out, cm))
+    D = base_matrix(6, 4)
+    for case, (q, d, top) in {"valid": (D[:2], D, 3), "top_zero": (D[:2], D, 0),
+                              "top_too_large": (D[:2], D, 7), "width": (D[:2, :3], D, 2),
+                              "nan": (_with(D[:2], float("nan")), D, 2),
+                              "ndim1": (D[0], D, 2)}.items():
+        def check_search(out: Any, q=q, d=d, top=top) -> None:
+            sims = _unit(_t(q).reshape(-1, _t(q).shape[-1])) @ _unit(_t(d)).mT
+            ref = sims.topk(top, dim=-1).values
+            close(out[0].reshape(ref.shape), ref, "top similarities", rtol=1e-8, scale=1.0)
+        probe("cosine_search", case, lambda q=q, d=d, top=top: text.cosine_search(q, d, top),
+              check_search)
+
+
 _add_decomp()
 _add_estimators()
 _add_layers()
 _add_cg()
+_add_learners()
 
 
 # ---------------------------------------------------------------------------

@@ -64,3 +64,26 @@ def test_kernels_and_distances_on_empty_and_featureless_inputs():
 def test_sq_distances_refuses_bad_input(args, error, message):
     with pytest.raises(error, match=re.escape(message)):
         sq_distances(*args)
+
+
+def test_cp_als_is_scale_robust_in_float32():
+    from lamods.decomp.tensor import cp_als, cp_reconstruct
+
+    g = torch.Generator().manual_seed(0)
+    A, B, C = (torch.randn(n, 2, generator=g) for n in (4, 5, 3))
+    T = torch.einsum("ir,jr,kr->ijk", A, B, C)
+    for c in (1.0, 1e30, 1e-30):
+        res = cp_als(T * c, 2)
+        torch.testing.assert_close(cp_reconstruct(res.weights, res.factors) / c, T,
+                                   rtol=1e-3, atol=1e-3 * float(T.abs().max()))
+
+
+def test_build_vocabulary_refuses_what_is_not_text():
+    from lamods.classic.text import build_vocabulary
+
+    with pytest.raises(TypeError, match=r"^build_vocabulary: expected docs as a sequence of "
+                                        r"strings, got an item of type int"):
+        build_vocabulary([1, 2])
+    with pytest.raises(TypeError, match=r"^build_vocabulary: expected docs as a sequence of "
+                                        r"strings, got str"):
+        build_vocabulary("one document")

@@ -96,6 +96,10 @@ def build_vocabulary(docs: Sequence[str], *, min_df: int = 1, max_df: float = 1.
         raise ValueError(f"{name}: expected max_df in (0, 1], got {max_df!r}")
     if max_features is not None:
         check_positive_int(name, "max_features", max_features)
+    if isinstance(docs, (str, bytes)) or not all(isinstance(d, str) for d in docs):
+        got = type(docs).__name__ if isinstance(docs, (str, bytes)) else \
+            f"an item of type {next(type(d).__name__ for d in docs if not isinstance(d, str))}"
+        raise TypeError(f"{name}: expected docs as a sequence of strings, got {got}")
     stop = set(stop_words or ())
     df: Counter[str] = Counter()
     total: Counter[str] = Counter()

@@ -67,6 +67,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from lamods._precision import pow2_scale
 from lamods._random import generator_device, make_generator
 from lamods._validation import (
     check_finite,
@@ -260,6 +261,11 @@ def cp_als(T: Tensor, rank: int, *, n_iter: int = 200, tol: float = 1e-10,
     if init not in ("svd", "random"):
         raise ValueError(f"{name}: expected init to be one of 'svd', 'random', got {init!r}")
     check_finite(name, T)
+    # Note [power-of-two scaling] (lamods._precision): CP is scale-equivariant (weights
+    # scale with T), and the ALS Gram products square the entries: run on T / s, exact,
+    # so float32 tensors at 1e30 or 1e-30 neither overflow nor underflow inside
+    scale = pow2_scale(T)
+    T = T / scale
     gen = make_generator(name, seed, generator)
     factors: list[Tensor] = []
     for n in range(T.dim()):
@@ -293,7 +299,7 @@ def cp_als(T: Tensor, rank: int, *, n_iter: int = 200, tol: float = 1e-10,
             break
         previous = error
     order = torch.argsort(weights.detach(), descending=True)
-    weights = weights[order]
+    weights = weights[order] * scale
     factors = [A[:, order] for A in factors]
     return CPResult(weights, factors, sweeps, error)
 
