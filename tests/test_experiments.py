@@ -36,6 +36,9 @@ EXPERIMENTS = sorted(p.stem for p in (CONFIGS / "exp").glob("*.yaml"))
 OWN_TESTS = {"mf_movielens", "clustering_digits", "linreg"}
 #: issue 17's studies (no data module, nothing trained): tests/test_experiments_labs.py
 OWN_TESTS |= {"lsa_stdlib", "image_svd", "stability_lab", "spectral_pictures"}
+#: the MNIST variants of pca/kernel/randproj_digits: run on the local MNIST copy in
+#: tests/test_experiments_{decomp,kernel,randproj}.py
+OWN_TESTS |= {"pca_mnist", "kernel_mnist", "randproj_mnist"}
 CLASSIFICATION = [name for name in EXPERIMENTS if name not in OWN_TESTS]
 #: group options that compose only beside their partners (a rating model needs rating data)
 PARTNERS = {"movielens": ["model=mf", "task=rating"], "mf": ["data=movielens", "task=rating"],

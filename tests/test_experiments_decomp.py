@@ -93,7 +93,7 @@ def test_fit_modules_names_a_fit_style_module_it_cannot_feed():
 
 
 def test_build_fits_pca_on_the_training_split_and_trains_only_the_head(tmp_path):
-    cfg = make_cfg(["+exp=pca_mnist", "model.n_components=8"], tmp_path)
+    cfg = make_cfg(["+exp=pca_digits", "model.n_components=8"], tmp_path)
     datamodule, task = build(cfg)
     pca, head = task.net
     x_train, _ = datamodule.datasets["train"].tensors
@@ -139,14 +139,14 @@ def check_pca_run(out: Path, metrics: dict, ks: list[int], own_k: int, rank: int
 
 def test_pca_mnist_runs_end_to_end_on_digits(tmp_path):
     ks = [2, 8, 32]
-    metrics = run(make_cfg(["+exp=pca_mnist", *TINY, f"report.ks={ks}"], tmp_path))
+    metrics = run(make_cfg(["+exp=pca_digits", *TINY, f"report.ks={ks}"], tmp_path))
     check_pca_run(tmp_path, metrics, ks, own_k=32, rank=64)
-    assert metrics["name"] == "pca_mnist" and metrics["n_params"] == 32 * 10 + 10
+    assert metrics["name"] == "pca_digits" and metrics["n_params"] == 32 * 10 + 10
 
 
 def test_pca_mnist_accuracy_grows_with_k_and_is_high_with_all_components(tmp_path):
     """A few epochs of the linear head: all 64 components classify digits well."""
-    metrics = run(make_cfg(["+exp=pca_mnist", *QUIET, "trainer.max_epochs=6", "plots=false",
+    metrics = run(make_cfg(["+exp=pca_digits", *QUIET, "trainer.max_epochs=6", "plots=false",
                             "model.n_components=64", "report.ks=[2,64]"], tmp_path))
     assert metrics["test/acc@k=64"] >= 0.9
     assert metrics["test/acc@k=2"] < metrics["test/acc@k=64"]
@@ -155,13 +155,13 @@ def test_pca_mnist_accuracy_grows_with_k_and_is_high_with_all_components(tmp_pat
 
 def test_pca_report_rejects_k_beyond_the_features(tmp_path):
     with pytest.raises(ValueError, match=r"pca_report: expected report.ks in \[1, 64\]"):
-        run(make_cfg(["+exp=pca_mnist", *TINY, "report.ks=[8,100]"], tmp_path))
+        run(make_cfg(["+exp=pca_digits", *TINY, "report.ks=[8,100]"], tmp_path))
 
 
 @needs_mnist
 def test_pca_mnist_on_the_local_mnist_copy(tmp_path):
     ks = [4, 16]
-    metrics = run(make_cfg(["+exp=pca_mnist", "data=mnist", f"data.root={SHARED_DATA}",
+    metrics = run(make_cfg(["+exp=pca_mnist", f"data.root={SHARED_DATA}",
                             "data.download=false", "data.limit_train=500",
                             "model.n_components=16", f"report.ks={ks}", *TINY], tmp_path))
     check_pca_run(tmp_path, metrics, ks, own_k=16, rank=450)  # 500 - 10% val

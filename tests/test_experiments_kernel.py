@@ -31,7 +31,7 @@ def test_docstring_examples():
                                              ("deep", torch.nn.Sequential),
                                              ("linear", torch.nn.Identity)])
 def test_model_builds_each_method(method, cls, tmp_path):
-    cfg = make_cfg(["+exp=kernel_mnist", f"model.method={method}", "model.n_features=32"],
+    cfg = make_cfg(["+exp=kernel_digits", f"model.method={method}", "model.n_features=32"],
                    tmp_path)
     _, task = build(cfg)
     assert isinstance(task.net[0], cls)
@@ -48,7 +48,7 @@ def test_bad_method_is_a_clear_error():
 
 
 def test_kernel_mnist_runs_end_to_end(tmp_path):
-    cfg = make_cfg(["+exp=kernel_mnist", *TINY, "report.features=[8,32]",
+    cfg = make_cfg(["+exp=kernel_digits", *TINY, "report.features=[8,32]",
                     "report.deep_features=16"], tmp_path)
     metrics = run(cfg)
     assert json.loads((tmp_path / "metrics.json").read_text()) == metrics
@@ -69,7 +69,7 @@ def test_kernel_mnist_runs_end_to_end(tmp_path):
 
 
 def test_fixed_lengthscale_and_no_plots(tmp_path):
-    cfg = make_cfg(["+exp=kernel_mnist", *TINY, "report.features=[8]", "report.methods=[rff]",
+    cfg = make_cfg(["+exp=kernel_digits", *TINY, "report.features=[8]", "report.methods=[rff]",
                     "report.deep_features=null", "report.lengthscale=2.5", "plots=false"],
                    tmp_path)
     metrics = run(cfg)
@@ -81,13 +81,13 @@ def test_fixed_lengthscale_and_no_plots(tmp_path):
 def test_report_needs_the_kernel_model(tmp_path):
     # the experiment sets model.method: a model without that key fails to compose
     with pytest.raises(Exception, match="Key 'method' not in 'TorchMLPModel'"):
-        make_cfg(["+exp=kernel_mnist", "model=torch_mlp", *TINY], tmp_path)
+        make_cfg(["+exp=kernel_digits", "model=torch_mlp", *TINY], tmp_path)
 
 
 @needs_mnist
 @pytest.mark.slow
 def test_kernel_mnist_on_local_mnist(tmp_path):
-    cfg = make_cfg(["+exp=kernel_mnist", "data=mnist", f"data.root={SHARED_DATA}",
+    cfg = make_cfg(["+exp=kernel_mnist", f"data.root={SHARED_DATA}",
                     "data.download=false", *TINY, "report.features=[16]",
                     "report.methods=[rff]", "report.deep_features=null"], tmp_path)
     metrics = run(cfg)

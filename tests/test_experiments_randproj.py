@@ -81,7 +81,7 @@ def check_run(out: Path, metrics: dict, ks: list[int], own: tuple[str, int], n_p
                                              ("sparse", SparseRandomProjection),
                                              ("srht", SRHTProjection)])
 def test_model_is_a_frozen_projection_then_the_head(method, cls, tmp_path):
-    cfg = make_cfg(["+exp=randproj_mnist", f"model.method={method}", "model.out_features=16"],
+    cfg = make_cfg(["+exp=randproj_digits", f"model.method={method}", "model.out_features=16"],
                    tmp_path)
     _, task = build(cfg)
     proj, head = task.net
@@ -96,7 +96,7 @@ def test_model_is_a_frozen_projection_then_the_head(method, cls, tmp_path):
 
 def test_unknown_method_names_the_missing_key(tmp_path):
     with pytest.raises(Exception, match=r"model\.methods\.pca"):
-        build(make_cfg(["+exp=randproj_mnist", "model.method=pca"], tmp_path))
+        build(make_cfg(["+exp=randproj_digits", "model.method=pca"], tmp_path))
 
 
 # --------------------------------------------------------------------------- the JL helpers
@@ -137,11 +137,11 @@ def test_distortion_stats_of_an_isometry_and_of_a_scaling():
 # --------------------------------------------------------------------------- end to end
 def test_randproj_mnist_runs_end_to_end_on_digits(tmp_path):
     ks = [4, 16]
-    metrics = run(make_cfg(["+exp=randproj_mnist", *TINY, "model.method=sparse",
+    metrics = run(make_cfg(["+exp=randproj_digits", *TINY, "model.method=sparse",
                             "model.out_features=16", f"report.ks={ks}",
                             "report.n_points=120"], tmp_path))
     check_run(tmp_path, metrics, ks, own=("sparse", 16), n_points=120)
-    assert metrics["name"] == "randproj_mnist" and metrics["n_params"] == 16 * 10 + 10
+    assert metrics["name"] == "randproj_digits" and metrics["n_params"] == 16 * 10 + 10
     assert metrics["jl/n_train"] == 1258  # digits' training split
     assert metrics["jl/eps@k=4"] is None and metrics["jl/eps@k=16"] is None  # vacuous: k < 115
     assert not any(k.startswith("distortion/within_jl") for k in metrics)
@@ -154,7 +154,7 @@ def test_randproj_mnist_runs_end_to_end_on_digits(tmp_path):
 def test_distortion_is_within_the_jl_bound_for_large_k(tmp_path):
     """512 features, 50 points: k = 256 guarantees eps = 0.55; every pair stays inside."""
     ks = [32, 256]
-    metrics = run(make_cfg(["+exp=randproj_mnist", *TINY, "test=false", "plots=false",
+    metrics = run(make_cfg(["+exp=randproj_digits", *TINY, "test=false", "plots=false",
                             "data=synthetic", "data.in_features=512", "data.n_samples=400",
                             "model.out_features=32", f"report.ks={ks}", "report.n_points=50"],
                            tmp_path))
@@ -173,18 +173,18 @@ def test_distortion_is_within_the_jl_bound_for_large_k(tmp_path):
 
 def test_randproj_report_rejects_bad_settings(tmp_path):
     with pytest.raises(ValueError, match=r"randproj_report: expected report.ks in \[1, 64\]"):
-        run(make_cfg(["+exp=randproj_mnist", *TINY, "report.ks=[8,100]"], tmp_path / "ks"))
+        run(make_cfg(["+exp=randproj_digits", *TINY, "report.ks=[8,100]"], tmp_path / "ks"))
     with pytest.raises(ValueError, match=r"randproj_report: expected report.methods among "
                                          r"gaussian, sparse, srht, got \['pca'\]"):
-        run(make_cfg(["+exp=randproj_mnist", *TINY, "report.methods=[pca]"], tmp_path / "m"))
+        run(make_cfg(["+exp=randproj_digits", *TINY, "report.methods=[pca]"], tmp_path / "m"))
     with pytest.raises(Exception, match="Key 'method' not in 'TorchMLPModel'"):
-        make_cfg(["+exp=randproj_mnist", *TINY, "model=torch_mlp"], tmp_path / "model")
+        make_cfg(["+exp=randproj_digits", *TINY, "model=torch_mlp"], tmp_path / "model")
 
 
 @needs_mnist
 def test_randproj_mnist_on_the_local_mnist_copy(tmp_path):
     ks = [16, 64]
-    metrics = run(make_cfg(["+exp=randproj_mnist", "data=mnist", f"data.root={SHARED_DATA}",
+    metrics = run(make_cfg(["+exp=randproj_mnist", f"data.root={SHARED_DATA}",
                             "data.download=false", "data.limit_train=500",
                             "model.method=srht", "model.out_features=64", f"report.ks={ks}",
                             "report.n_points=100", *TINY], tmp_path))
@@ -195,7 +195,7 @@ def test_randproj_mnist_on_the_local_mnist_copy(tmp_path):
 @pytest.mark.slow
 def test_randproj_mnist_default_run_learns_digits(tmp_path):
     """The experiment as the README runs it (20 epochs per classifier, 9 classifiers)."""
-    metrics = run(make_cfg(["+exp=randproj_mnist", *QUIET], tmp_path))
+    metrics = run(make_cfg(["+exp=randproj_digits", *QUIET], tmp_path))
     check_run(tmp_path, metrics, [8, 16, 32], own=("gaussian", 32), n_points=359)
     for m in METHODS:
         assert metrics[f"test/acc@{m},k=32"] >= 0.85

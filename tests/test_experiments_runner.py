@@ -199,7 +199,7 @@ def test_sweep_with_a_failing_job_summarises_the_others(tmp_path):
 # --------------------------------------------------------------------------- console
 def test_console_is_quiet(tmp_path):
     """A report's extra runs print one summary line each; one model summary, no adverts."""
-    result = cli("+exp=randproj_mnist", "trainer.max_epochs=2", "trainer.limit_train_batches=3",
+    result = cli("+exp=randproj_digits", "trainer.max_epochs=2", "trainer.limit_train_batches=3",
                  "trainer.limit_val_batches=2", "trainer.limit_test_batches=2",
                  "report.ks=[4,8]", "report.n_points=50", "model.out_features=8",
                  f"paths.root={tmp_path}")
@@ -209,6 +209,6 @@ def test_console_is_quiet(tmp_path):
     assert "litlogger" not in out + result.stderr and "Tip:" not in out
     assert "epoch 2/2 " in out  # not a terminal: one line per epoch, no bars
     assert "\r" not in out
-    assert out.count("randproj_mnist sparse k=4: test/") == 1  # each extra run: one line
+    assert out.count("randproj_digits sparse k=4: test/") == 1  # each extra run: one line
     assert len(out.encode()) < 20_000
     assert "Warning" not in result.stderr
