@@ -27,10 +27,21 @@ class _AppendingWriter(csv_logs.ExperimentWriter):
     """Lightning's CSV writer that keeps an existing ``metrics.csv`` and its columns."""
 
     def _check_log_dir_exists(self) -> None:
+        self._merge_header()
+
+    def _merge_header(self) -> None:
+        """Add the columns of the ``metrics.csv`` on disk to the known ones. The file is the
+        truth: a writer pickled into a spawned process before another process wrote new
+        columns (Note [CSV logs across spawned processes]) must not drop them."""
         path = Path(self.metrics_file_path)
         if path.is_file():
             with open(path, newline="") as f:
-                self.metrics_keys = list(next(csv.reader(f), []))
+                header = next(csv.reader(f), [])
+            self.metrics_keys = sorted(set(self.metrics_keys) | set(header))
+
+    def save(self) -> None:
+        self._merge_header()
+        super().save()
 
 
 class CSVLogger(csv_logs.CSVLogger):
