@@ -30,6 +30,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from lamods._distributed import is_distributed
 from lamods._validation import check_nonnegative, check_positive_int
 from lamods.recsys._rows import RowIndex
 from lamods.recsys.als import _check_solved, _solve, _work_dtype
@@ -105,7 +106,7 @@ def fit_als_sharded(
     epochs = check_positive_int(name, "epochs", epochs)
     reg = check_nonnegative(name, "reg", reg)
     reg_bias = reg if reg_bias is None else check_nonnegative(name, "reg_bias", reg_bias)
-    distributed = dist.is_available() and dist.is_initialized()
+    distributed = is_distributed()
     world = dist.get_world_size(group) if distributed else 1
     rank = dist.get_rank(group) if distributed else 0
     before = snapshot(model)
