@@ -14,14 +14,17 @@ input, the fitted dtype follows the data, ``get_params`` / ``clone``).
 
 from __future__ import annotations
 
+import copy
 import math
 import warnings
 from collections.abc import Callable
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import Tensor
 
+from lamods._distributed import all_reduce_sum, is_distributed
 from lamods._hyperparams import register_log_positive, retype_hyperparameters
 from lamods._lloyd import center_scale, lloyd
 from lamods._random import check_randomness, generator_device, make_generator
@@ -37,6 +40,7 @@ from lamods.base import Estimator
 from lamods.cg import cg_core
 from lamods.decomp import eigh
 from lamods.exceptions import ConvergenceWarning, NotPSDError
+from lamods.layers._kernel_stream import KnmStream, accumulation_dtype
 from lamods.layers.kernels import Kernel, make_kernel
 
 __all__ = ["KernelRidgeHead", "NystromFeatures", "NystromKernelRidge", "kernel_ridge"]
@@ -410,8 +414,9 @@ class NystromKernelRidge(Estimator):
         True
     """
 
-    _FITTED = ("centers_", "coef_")
-    _FITTED_SHAPES = {"centers_": ("m", "d"), "coef_": ("m", "k")}
+    _FITTED = ("centers_", "coef_", "gram_", "cross_")
+    _FITTED_SHAPES = {"centers_": ("m", "d"), "coef_": ("m", "k"), "gram_": ("m", "m"),
+                      "cross_": ("m", "k")}
     _FIT_CALL = "fit(X, y)"
     _DERIVED = {"kernel": ("kernel_module",), "kernel_params": ("kernel_module",)}
 
@@ -438,6 +443,8 @@ class NystromKernelRidge(Estimator):
             name, kernel, kernel_params, kwargs, device, dtype)
         self.__dict__["kernel"] = kernel  # as given (not registered twice)
         self.register_buffer("n_iter_", torch.zeros((), dtype=torch.int64, device=device))
+        self.register_buffer("n_samples_seen_", torch.zeros((), dtype=torch.int64,
+                                                            device=device))
         self._squeeze = False
 
     def _known_dims(self) -> dict[str, int]:
@@ -446,25 +453,24 @@ class NystromKernelRidge(Estimator):
     def _blocks(self, n: int, m: int) -> int:
         return self.block_rows if self.block_rows is not None else max(1, 2 ** 22 // m)
 
-    @torch.no_grad()
-    def fit(self, X: object, y: object) -> NystromKernelRidge:
-        """Draw the centres and solve :math:`H \beta = K_{nm}^T y` by FALKON (class docstring)."""
-        name = "NystromKernelRidge.fit"
-        X = self._fit_input("fit", X)
-        y = self._fit_target("fit", y, X)
-        Y = y.unsqueeze(-1) if y.dim() == 1 else y
-        n, m = X.shape[0], self.n_centers
-        if m > n:
-            raise ValueError(f"{name}: expected n_centers <= n_samples = {n}, got {m}")
-        gen = make_generator(name, self.seed)
-        idx = torch.randperm(n, generator=gen, device=generator_device(gen))[:m].to(X.device)
-        C = X[idx].clone()
+    def _preconditioner(self, name: str, C: Tensor, n: int,
+                        pass_dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        """FALKON's factors ``(T, A)`` (Note [FALKON preconditioner]) in the accumulation
+        dtype (float64 for float32 data), with the jitter of the kernel pass's dtype."""
+        acc = accumulation_dtype(pass_dtype)
         kern = self.kernel_module
+        if acc != pass_dtype:  # K_mm in float64: a copy of the kernel with exact parameters
+            kern = copy.deepcopy(kern)
+            retype_hyperparameters(kern, acc, C.device)
+            kern = kern.to(dtype=acc)
+        C = C.to(acc)
+        m = C.shape[0]
         Kmm = kern(C, C)
         Kmm = (Kmm + Kmm.mT) / 2
-        eye = torch.eye(m, dtype=X.dtype, device=X.device)
-        eps = torch.finfo(X.dtype).eps
-        jitter = eps * m * max(float(Kmm.diagonal().mean()), torch.finfo(X.dtype).tiny)
+        eye = torch.eye(m, dtype=acc, device=C.device)
+        # the noise level is that of the float32 kernel blocks when the pass runs in float32
+        eps = torch.finfo(pass_dtype).eps
+        jitter = eps * m * max(float(Kmm.diagonal().mean()), torch.finfo(acc).tiny)
         for _ in range(8):
             # Note [FALKON preconditioner]: T^T T = K_mm (upper Cholesky factor)
             L, info = torch.linalg.cholesky_ex(Kmm + jitter * eye)
@@ -482,8 +488,12 @@ class NystromKernelRidge(Estimator):
         if bool(info):
             raise NotPSDError(f"{name}: expected T T^T / m + lambda I positive definite, got a "
                               f"failed Cholesky factorisation (alpha={self.alpha:g})")
-        A = LA.mT
-        rows = self._blocks(n, m)
+        return T, LA.mT
+
+    @staticmethod
+    def _b_maps(T: Tensor, A: Tensor, n: int) -> tuple[Callable[[Tensor], Tensor],
+                                                        Callable[[Tensor], Tensor]]:
+        """:math:`B` and :math:`B^T` of Note [FALKON preconditioner]."""
         sqrt_n = n ** 0.5
 
         def B(g: Tensor) -> Tensor:  # B g = T^{-1} A^{-1} g / sqrt(n)
@@ -493,21 +503,39 @@ class NystromKernelRidge(Estimator):
         def Bt(w: Tensor) -> Tensor:  # B^T w = A^{-T} T^{-T} w / sqrt(n)
             v = torch.linalg.solve_triangular(T.mT, w, upper=False)
             return torch.linalg.solve_triangular(A.mT, v, upper=False) / sqrt_n
+        return B, Bt
 
-        def knm_t(fn: Callable[[Tensor, int], Tensor], k: int) -> Tensor:
-            # sum over row blocks of K_b^T fn(K_b, start): K_nm never held whole
-            out = X.new_zeros(m, k)
-            for i in range(0, n, rows):
-                Kb = kern(X[i:i + rows], C)
-                out += Kb.mT @ fn(Kb, i)
-            return out
+    def _clear_stream(self, ref: Tensor) -> None:
+        """Drop the streaming statistics (``fit`` replaces them)."""
+        self.gram_, self.cross_ = ref.new_empty(0), ref.new_empty(0)
+        self.n_samples_seen_ = torch.zeros((), dtype=torch.int64, device=ref.device)
+
+    @torch.no_grad()
+    def fit(self, X: object, y: object) -> NystromKernelRidge:
+        r"""Draw the centres and solve :math:`H \beta = K_{nm}^T y` by FALKON (class docstring)."""
+        name = "NystromKernelRidge.fit"
+        X = self._fit_input("fit", X)
+        y = self._fit_target("fit", y, X)
+        Y = y.unsqueeze(-1) if y.dim() == 1 else y
+        n, m = X.shape[0], self.n_centers
+        if m > n:
+            raise ValueError(f"{name}: expected n_centers <= n_samples = {n}, got {m}")
+        gen = make_generator(name, self.seed)
+        idx = torch.randperm(n, generator=gen, device=generator_device(gen))[:m].to(X.device)
+        C = X[idx].clone()
+        T, A = self._preconditioner(name, C, n, X.dtype)
+        B, Bt = self._b_maps(T, A, n)
+        # Note [fused RBF pass], Note [mixed-precision accumulation]: K_nm streamed in row
+        # blocks in X's dtype, sums and CG vectors in T's (float64 for float32 data)
+        stream = KnmStream(self.kernel_module, X, C, self.block_rows)
 
         def H(v: Tensor) -> Tensor:  # H v = K_nm^T (K_nm v) + alpha T^T T v
-            return knm_t(lambda Kb, _: Kb @ v, v.shape[1]) + self.alpha * (T.mT @ (T @ v))
+            return stream.gram_products(v) + self.alpha * (T.mT @ (T @ v))
 
-        rhs = Bt(knm_t(lambda Kb, i: Y[i:i + Kb.shape[0]], Y.shape[1]))
-        # rtol None: maxiter iterations, or fewer where the residual reaches rounding level
-        # (10 u; past it, p^T A p is rounding noise and may come out <= 0)
+        rhs = Bt(stream.cross(Y))
+        # rtol None: maxiter iterations, or fewer where the residual reaches the rounding
+        # level of the kernel pass (10 u; past it, p^T A p is rounding noise and may come
+        # out <= 0)
         floor = 10 * torch.finfo(X.dtype).eps
         gamma, it, ok, rel = cg_core(lambda g: Bt(H(B(g))), rhs,
                                      rtol=floor if self.rtol is None else self.rtol,
@@ -517,10 +545,114 @@ class NystromKernelRidge(Estimator):
                           f"relative residual {rel:.3g} above rtol={self.rtol:g}; raise maxiter "
                           f"or n_centers", ConvergenceWarning, stacklevel=2)
         self.centers_ = C
-        self.coef_ = B(gamma)  # beta = B gamma
+        self.coef_ = B(gamma).to(X.dtype)  # beta = B gamma
         self.n_iter_ = torch.tensor(it, dtype=torch.int64, device=X.device)
+        self._clear_stream(X)
         self._squeeze = y.dim() == 1
         return self
+
+    @torch.no_grad()
+    def partial_fit(self, X: object, y: object, *,
+                    centers: object = None) -> NystromKernelRidge:
+        r"""Update the fit with one batch ``X`` ``(n_batch, d)``, ``y`` ``(n_batch[, k])``.
+
+        Note [streamed Nystrom statistics]: the normal equations
+        :math:`(K_{nm}^T K_{nm} + \alpha T^T T) \beta = K_{nm}^T y` depend on the data only
+        through the sums over rows :math:`G = K_{nm}^T K_{nm}` ``(m, m)`` and
+        :math:`R = K_{nm}^T y` ``(m, k)`` (and the count :math:`n`), once the centres are
+        fixed. The first call fixes them: ``centers`` when given (``(n_centers, d)``), else
+        ``n_centers`` rows of the first batch drawn with ``seed`` (so the first batch needs
+        at least ``n_centers`` rows, and the centres cover only it: pass ``centers`` drawn
+        from all the data when the batches differ in kind); under torch.distributed rank
+        0's centres are broadcast to every rank. Every call adds its batch's
+        :math:`G_b, R_b, n_b` (all-reduced across ranks when a process group is initialised,
+        Note [distributed statistics] in :mod:`lamods._distributed`: every rank calls
+        ``partial_fit`` the same number of times) into the buffers ``gram_``, ``cross_``,
+        ``n_samples_seen_`` and re-solves the equations directly (not by CG), in FALKON's
+        variables: :math:`W \gamma = B^T R` with :math:`W = B^T (G + \alpha T^T T) B` ``(m, m)``
+        (close to the identity, so its Cholesky factorisation is accurate), and
+        :math:`\beta = B \gamma` (Note [FALKON preconditioner]). So after all the batches,
+        ``coef_`` is the exact solution of the system ``fit`` solves by CG on their
+        concatenation with the same centres, to rounding. Memory :math:`O(m^2)`; each call
+        costs :math:`O(n_b m^2)` for :math:`G_b` and :math:`O(m^3)` for the solve, so it
+        suits ``m`` up to a few thousand (``fit`` streams :math:`O(n m)` per CG
+        iteration instead).
+
+        Raises:
+            RuntimeError: on a module fitted by ``fit`` (it keeps no statistics).
+            NotPSDError: :math:`W` is not numerically positive definite.
+        """
+        name = "NystromKernelRidge.partial_fit"
+        seen = int(self.n_samples_seen_)
+        if seen == 0 and self.coef_.numel() > 0:
+            raise RuntimeError(f"{name}: expected a fresh module or one fitted by partial_fit, "
+                               f"got a model fitted by fit (it keeps no streaming statistics); "
+                               f"stream from a new module")
+        X = self._fit_input("partial_fit", X, adopt=seen == 0)
+        y = self._fit_target("partial_fit", y, X)
+        Y = y.unsqueeze(-1) if y.dim() == 1 else y
+        if seen == 0:
+            C = self._first_centers(name, X, centers)
+        else:
+            if centers is not None:
+                raise ValueError(f"{name}: expected centers only on the first call (it fixes "
+                                 f"them), got centers after {seen} samples")
+            if X.dtype != self.centers_.dtype:
+                raise TypeError(f"{name}: expected X of the streamed dtype "
+                                f"{self.centers_.dtype}, got {X.dtype}")
+            check_features(name, X, self.centers_.shape[1])
+            k = self.cross_.shape[1]
+            if Y.shape[1] != k or (y.dim() == 1) != self._squeeze:
+                want = "(n_batch,)" if self._squeeze else f"(n_batch, {k})"
+                raise ValueError(f"{name}: expected y of shape {want} (as the earlier batches), "
+                                 f"got {tuple(y.shape)}")
+            C = self.centers_
+        m, k = C.shape[0], Y.shape[1]
+        G, R = KnmStream(self.kernel_module, X, C, self.block_rows).statistics(Y)
+        # Note [streamed Nystrom statistics]: one all-reduce of [G_b, R_b, n_b]
+        stats = all_reduce_sum(torch.cat([G.flatten(), R.flatten(), G.new_tensor([X.shape[0]])]))
+        n = seen + int(stats[-1].round())
+        G, R = stats[:m * m].view(m, m), stats[m * m:-1].view(m, k)
+        if seen > 0:
+            G, R = G + self.gram_, R + self.cross_
+        T, A = self._preconditioner(name, C, n, X.dtype)
+        B, Bt = self._b_maps(T, A, n)
+        H = G.to(T.dtype) + self.alpha * (T.mT @ T)  # G + alpha T^T T
+        W = Bt(Bt(H).mT)  # B^T H B (H symmetric)
+        Lw, info = torch.linalg.cholesky_ex((W + W.mT) / 2)
+        if bool(info):
+            raise NotPSDError(f"{name}: expected B^T (G + alpha T^T T) B positive definite, got "
+                              f"a failed Cholesky factorisation (alpha={self.alpha:g}, "
+                              f"n={n}); raise alpha")
+        self.centers_ = C
+        self.coef_ = B(torch.cholesky_solve(Bt(R.to(T.dtype)), Lw)).to(X.dtype)  # beta = B gamma
+        self.gram_, self.cross_ = G.to(X.dtype), R.to(X.dtype)
+        self.n_samples_seen_ = torch.tensor(n, dtype=torch.int64, device=X.device)
+        self.n_iter_ = torch.zeros((), dtype=torch.int64, device=X.device)
+        self._squeeze = y.dim() == 1
+        return self
+
+    def _first_centers(self, name: str, X: Tensor, centers: object) -> Tensor:
+        """The centres the first ``partial_fit`` fixes (Note [streamed Nystrom statistics])."""
+        m = self.n_centers
+        if centers is not None:
+            C = as_float_tensor(name, centers, what="centers", dtype=X.dtype, device=X.device)
+            if C.shape != (m, X.shape[1]):
+                raise ValueError(f"{name}: expected centers of shape (n_centers, n_features) "
+                                 f"= ({m}, {X.shape[1]}), got {tuple(C.shape)}")
+            check_data(name, C, what="centers")
+            C = C.clone()
+        else:
+            if X.shape[0] < m:
+                raise ValueError(f"{name}: expected a first batch of at least n_centers={m} "
+                                 f"rows (the centres are drawn from it), got {X.shape[0]}; "
+                                 f"pass centers=")
+            gen = make_generator(name, self.seed)
+            idx = torch.randperm(X.shape[0], generator=gen, device=generator_device(gen))
+            C = X[idx[:m].to(X.device)].clone()
+        if is_distributed():
+            dist.broadcast(C, src=0)  # every rank streams against rank 0's centres
+        return C
 
     def predict(self, X: object) -> Tensor:
         r""":math:`f(x) = K(x, C)\, \beta` for ``X`` ``(*, d)``, in row blocks."""
