@@ -14,6 +14,7 @@ import lamods
 from lamods import KernelRidgeHead, NystromKernelRidge
 from lamods.layers import RBFKernel
 from lamods.layers._kernel_stream import KnmStream
+from lamods.layers.kernel_heads import _upper_gram
 
 F64 = torch.float64
 
@@ -342,3 +343,9 @@ def test_partial_fit_two_gloo_processes_equal_one_process(tmp_path):
         assert got["n"] == 400
         torch.testing.assert_close(got["centers"], C, rtol=0, atol=0)
         torch.testing.assert_close(got["coef"], ref.coef_, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("m, block", [(1, 512), (7, 3), (130, 32), (64, 64)])
+def test_upper_gram_is_t_t_transpose(m, block):
+    T = torch.randn(m, m, generator=torch.Generator().manual_seed(m), dtype=F64).triu()
+    torch.testing.assert_close(_upper_gram(T, block), T @ T.mT, rtol=1e-13, atol=1e-13)
