@@ -79,8 +79,11 @@ def falkon_one(n: int, m: int, maxiter: int, exact_n: int, lam: float) -> dict[s
     if exact_n and exact_n <= n:
         exact = lamods.KernelRidgeHead("rbf", lam * exact_n, lengthscale=ls)
         with torch.no_grad():
+            t0 = time.perf_counter()
             exact.fit(X[:exact_n], y[:exact_n])
+            out["exact_s"] = time.perf_counter() - t0
             out["exact_acc"] = float((torch.sign(exact(Xt)) == yt).float().mean())
+            del exact
             sub = lamods.NystromKernelRidge("rbf", lam * exact_n, n_centers=min(m, exact_n),
                                             maxiter=maxiter, seed=0, lengthscale=ls)
             sub.fit(X[:exact_n], y[:exact_n])
@@ -95,6 +98,7 @@ def slope(xs: list[float], ys: list[float]) -> float:
 
 
 def falkon(args: argparse.Namespace) -> None:
+    load0 = f"{os.getloadavg()[0]:.2f}"
     rows = []
     for n in args.n:
         cmd = [sys.executable, "-m", "benchmarks.bench_scale", "_falkon_one", "--n", str(n),
@@ -102,14 +106,15 @@ def falkon(args: argparse.Namespace) -> None:
                str(args.exact_n), "--threads", str(args.threads), "--lam", str(args.lam)]
         res = subprocess.run(cmd, capture_output=True, text=True, check=True)
         rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
-    print(f"torch {torch.__version__}, {args.threads} threads, m = {args.m}, "
-          f"{args.maxiter} CG iterations, alpha = {args.lam:g} n")
+    print(f"torch {torch.__version__}, {args.threads} threads, m = {args.m}, at most "
+          f"{args.maxiter} CG iterations, alpha = {args.lam:g} n; load average before / "
+          f"after: {load0} / {os.getloadavg()[0]:.2f}")
     print("\n| n | m | CG iterations | fit (s) | peak RSS (MB) | test acc. | exact KRR acc. "
-          "(FALKON on the same subset) |")
-    print("|---|---|---|---|---|---|---|")
+          "(FALKON on the same subset) | exact KRR fit (s) |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        ex = (f"{r['exact_acc']:.4f} ({r['falkon_sub_acc']:.4f}) on {args.exact_n}"
-              if "exact_acc" in r else "")
+        ex = (f"{r['exact_acc']:.4f} ({r['falkon_sub_acc']:.4f}) on {args.exact_n:,} | "
+              f"{r['exact_s']:.2f}" if "exact_acc" in r else " |")
         print(f"| {r['n']:,} | {r['m']:,} | {r['iters']} | {r['fit_s']:.2f} | "
               f"{r['peak_rss_mb']:.0f} | {r['acc']:.4f} | {ex} |")
     if len(rows) > 1:

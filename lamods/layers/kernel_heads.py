@@ -76,6 +76,15 @@ class NystromFeatures(Estimator):
     ``normalization_`` hold the fitted state (fitting runs without autograd; the
     features are differentiable in ``x``).
 
+    Streaming: this fit is no sum over rows (it picks landmarks, and
+    :math:`K(L, L)^{-1/2}` depends on them alone), so there is no ``partial_fit``: fit it on
+    one batch (its landmarks come from that batch, k-means included) or on a sample of the
+    stream. What does sum over rows, a ridge on these features or Nystrom kernel ridge
+    (:math:`K_{mn} K_{nm}`, :math:`K_{mn} Y`), streams and all-reduces in
+    :meth:`NystromKernelRidge.partial_fit`, which fixes its centres by the first batch or a
+    given ``centers=`` (a ridge on :math:`\varphi(X)` streams in
+    :meth:`lamods.RidgeRegression.partial_fit`).
+
     Args:
         in_features: :math:`d`.
         n_landmarks: number of landmarks :math:`m`.
@@ -389,13 +398,24 @@ class NystromKernelRidge(Estimator):
     of the kernel. Each iteration streams :math:`K_{nm}` in blocks of ``block_rows`` rows
     (:math:`v \mapsto \sum_b K_b^T (K_b v)`): the ``n x m`` and ``n x n`` matrices are never
     held, memory is :math:`O(m^2 + \text{block\_rows} \cdot m)`, time :math:`O(n m d)` per
-    iteration. :math:`K_{mm}` gets a jitter :math:`\delta` of :math:`\epsilon\, m` times its
+    iteration; for the RBF kernel each block is one fused in-place pass over a preallocated
+    buffer (Note [fused RBF pass] in :mod:`lamods.layers._kernel_stream`). The blocks run in
+    the data's dtype, and for float32 data the sums over blocks, the CG vectors and the
+    preconditioner's factors run in float64 (Note [mixed-precision accumulation]); the
+    jitter and the residual floor stay at float32's level, the noise of the blocks.
+    Nothing is shared between the pass for :math:`K_{nm}^T y` and the first CG iteration:
+    CG's first direction is :math:`B^T K_{nm}^T y` itself, known only once that pass has
+    ended. :math:`K_{mm}` gets a jitter :math:`\delta` of :math:`\epsilon\, m` times its
     mean diagonal before the Cholesky factorisation (as FALKON), raised tenfold until it
     succeeds, and the penalty uses that factor, :math:`\alpha \beta^T T^T T \beta =
     \alpha \beta^T (K_{mm} + \delta I) \beta`: the rounding noise of a numerically
     singular :math:`K_{mm}` (a smooth kernel on close centres), amplified by
     :math:`T^{-1}` up to :math:`1/\delta`, would otherwise make :math:`B^T H B` indefinite
     (measured: CG met :math:`p^T A p < 0` on 200 points in :math:`[0, 1]` with 40 centres).
+
+    :meth:`partial_fit` streams batches (and processes) instead: with the centres fixed by
+    the first call it sums :math:`K_{nm}^T K_{nm}` and :math:`K_{nm}^T y` over the batches
+    and solves the same system directly (Note [streamed Nystrom statistics]).
 
     Fitting runs without autograd (use :class:`KernelRidgeHead` to differentiate through
     the solve); predictions are differentiable in ``x``.
@@ -412,7 +432,8 @@ class NystromKernelRidge(Estimator):
             stop earlier once the preconditioned residual is ``rtol`` of the right-hand side,
             and warn (:class:`~lamods.exceptions.ConvergenceWarning`) if ``maxiter`` comes
             first.
-        block_rows: rows of :math:`K_{nm}` per block (None: about :math:`2^{22} / m`).
+        block_rows: rows of :math:`K_{nm}` per block (None: 256 for the RBF kernel, a
+            cache-sized block, Note [fused RBF pass]; about :math:`2^{22} / m` otherwise).
         seed: randomness of the centre choice.
         kernel_params: parameters of a kernel given by name; keyword arguments are merged.
         device, dtype: of the fitted state (None: follow the data, see :mod:`lamods.base`).
@@ -423,7 +444,9 @@ class NystromKernelRidge(Estimator):
 
     Attributes:
         centers_: :math:`(m, d)`; coef_: :math:`(m, k)` the coefficients :math:`\beta`;
-        n_iter_: CG iterations taken.
+        n_iter_: CG iterations taken (0 after ``partial_fit``); gram_ :math:`(m, m)`,
+        cross_ :math:`(m, k)`, n_samples_seen_: the statistics :math:`K_{nm}^T K_{nm}`,
+        :math:`K_{nm}^T y` and :math:`n` of ``partial_fit`` (empty and 0 after ``fit``).
 
     Examples::
 
