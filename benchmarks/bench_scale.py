@@ -1,6 +1,6 @@
 """Scale: time and peak memory against n for the streaming / large-n solvers.
 
-    python -m benchmarks.bench_scale falkon [--n 10000 100000] [--m 1000] [--maxiter 20]
+    python -m benchmarks.bench_scale falkon [--n 10000 100000] [--m 1000 ...] [--maxiter 20]
                                             [--exact-n 5000] [--lam 1e-3] [--threads 2]
     python -m benchmarks.bench_scale kmeans [--n 100000] [--d 64] [--k 16] [--iters 30]
 
@@ -10,11 +10,12 @@ label noise), ``m`` centres, RBF kernel with lengthscale sqrt(28), alpha = ``--l
 (FALKON's lambda; default 1e-3), ``maxiter`` CG iterations. Each n runs in its own
 subprocess so that peak RSS
 (``resource.getrusage(RUSAGE_SELF).ru_maxrss``, the whole process: Python, torch and the data)
-belongs to that n alone; the table gives fit time, peak RSS, test accuracy on 10,000 fresh
+belongs to that n alone; the table gives fit time (wall clock, and the CPU time of the process's
+threads, less sensitive to other processes' load), peak RSS, test accuracy on 10,000 fresh
 points, and (when ``--exact-n`` > 0) the accuracy of exact kernel ridge
 (:class:`lamods.KernelRidgeHead`, same lambda) and of FALKON on the first ``--exact-n``
 training points (exact kernel ridge holds an ``exact_n x exact_n`` float32 matrix: 1.6 GB at
-20,000).
+20,000); with several ``--m`` the exact fit runs beside the first only (it does not depend on m).
 The growth exponent is the least-squares slope of log time (and log RSS) against log n.
 
 ``kmeans``: Lloyd iterations from the same k-means++ init, ``--iters`` iterations
@@ -67,14 +68,14 @@ def falkon_one(n: int, m: int, maxiter: int, exact_n: int, lam: float) -> dict[s
     ls = math.sqrt(D_HIGGS)
     model = lamods.NystromKernelRidge("rbf", lam * n, n_centers=m, maxiter=maxiter, seed=0,
                                       lengthscale=ls)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     model.fit(X, y)
-    fit_s = time.perf_counter() - t0
+    fit_s, cpu_s = time.perf_counter() - t0, time.process_time() - c0
     with torch.no_grad():
         acc = float((torch.sign(model.predict(Xt)) == yt).float().mean())
     # ru_maxrss is in KiB on Linux; taken before the exact comparison, which holds
     # an exact_n x exact_n matrix
-    out = {"n": n, "m": m, "fit_s": fit_s, "acc": acc, "iters": int(model.n_iter_),
+    out = {"n": n, "m": m, "fit_s": fit_s, "cpu_s": cpu_s, "acc": acc, "iters": int(model.n_iter_),
            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     if exact_n and exact_n <= n:
         exact = lamods.KernelRidgeHead("rbf", lam * exact_n, lengthscale=ls)
@@ -101,23 +102,26 @@ def falkon(args: argparse.Namespace) -> None:
     load0 = f"{os.getloadavg()[0]:.2f}"
     rows = []
     for n in args.n:
-        cmd = [sys.executable, "-m", "benchmarks.bench_scale", "_falkon_one", "--n", str(n),
-               "--m", str(args.m), "--maxiter", str(args.maxiter), "--exact-n",
-               str(args.exact_n), "--threads", str(args.threads), "--lam", str(args.lam)]
-        res = subprocess.run(cmd, capture_output=True, text=True, check=True)
-        rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
-    print(f"torch {torch.__version__}, {args.threads} threads, m = {args.m}, at most "
+        for j, m in enumerate(args.m):
+            # the exact fit depends on n only: run it beside the first m
+            cmd = [sys.executable, "-m", "benchmarks.bench_scale", "_falkon_one", "--n", str(n),
+                   "--m", str(m), "--maxiter", str(args.maxiter), "--exact-n",
+                   str(args.exact_n if j == 0 else 0), "--threads", str(args.threads),
+                   "--lam", str(args.lam)]
+            res = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
+    print(f"torch {torch.__version__}, {args.threads} threads, at most "
           f"{args.maxiter} CG iterations, alpha = {args.lam:g} n; load average before / "
           f"after: {load0} / {os.getloadavg()[0]:.2f}")
-    print("\n| n | m | CG iterations | fit (s) | peak RSS (MB) | test acc. | exact KRR acc. "
-          "(FALKON on the same subset) | exact KRR fit (s) |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("\n| n | m | CG iterations | fit (s) | fit CPU (s) | peak RSS (MB) | test acc. | "
+          "exact KRR acc. (FALKON on the same subset) | exact KRR fit (s) |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         ex = (f"{r['exact_acc']:.4f} ({r['falkon_sub_acc']:.4f}) on {args.exact_n:,} | "
               f"{r['exact_s']:.2f}" if "exact_acc" in r else " |")
         print(f"| {r['n']:,} | {r['m']:,} | {r['iters']} | {r['fit_s']:.2f} | "
-              f"{r['peak_rss_mb']:.0f} | {r['acc']:.4f} | {ex} |")
-    if len(rows) > 1:
+              f"{r['cpu_s']:.1f} | {r['peak_rss_mb']:.0f} | {r['acc']:.4f} | {ex} |")
+    if len(args.n) > 1 and len(args.m) == 1:
         ns = [r["n"] for r in rows]
         print(f"\ngrowth exponent: time ~ n^{slope(ns, [r['fit_s'] for r in rows]):.2f}, "
               f"peak RSS ~ n^{slope(ns, [r['peak_rss_mb'] for r in rows]):.2f}")
@@ -175,7 +179,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("what", choices=["falkon", "kmeans", "_falkon_one"])
     p.add_argument("--n", type=int, nargs="+", default=None)
-    p.add_argument("--m", type=int, default=1000)
+    p.add_argument("--m", type=int, nargs="+", default=[1000])
     p.add_argument("--maxiter", type=int, default=20)
     p.add_argument("--exact-n", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
@@ -186,7 +190,8 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     if args.what == "_falkon_one":
-        print(json.dumps(falkon_one(args.n[0], args.m, args.maxiter, args.exact_n, args.lam)))
+        print(json.dumps(falkon_one(args.n[0], args.m[0], args.maxiter, args.exact_n,
+                                    args.lam)))
     elif args.what == "falkon":
         args.n = args.n or [10_000, 100_000]
         falkon(args)
