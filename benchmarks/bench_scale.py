@@ -3,6 +3,7 @@
     python -m benchmarks.bench_scale falkon [--n 10000 100000] [--m 1000 ...] [--maxiter 20]
                                             [--exact-n 5000] [--lam 1e-3] [--threads 2]
     python -m benchmarks.bench_scale kmeans [--n 100000] [--d 64] [--k 16] [--iters 30]
+    python -m benchmarks.bench_scale knm [--n 100000] [--m 5000] [--iters 5]
 
 ``falkon``: :class:`lamods.NystromKernelRidge` on HIGGS-like synthetic data (28 standard
 normal features, labels +-1 from the sign of a fixed random two-layer network plus 10%
@@ -17,6 +18,11 @@ points, and (when ``--exact-n`` > 0) the accuracy of exact kernel ridge
 training points (exact kernel ridge holds an ``exact_n x exact_n`` float32 matrix: 1.6 GB at
 20,000); with several ``--m`` the exact fit runs beside the first only (it does not depend on m).
 The growth exponent is the least-squares slope of log time (and log RSS) against log n.
+
+``knm``: one streamed pass :math:`v \\mapsto K_{nm}^T (K_{nm} v)` of the FALKON operator
+(HIGGS-like data, RBF): the kernel module called per block (the pass before the fused one)
+against :class:`lamods.layers._kernel_stream.KnmStream` at 256 / 1024 / 4096 rows per block
+and on float64 data, interleaved round-robin, median of ``--iters`` rounds after one warm-up.
 
 ``kmeans``: Lloyd iterations from the same k-means++ init, ``--iters`` iterations
 (``tol=0``, ``max_iter=iters``), lamods ``KMeans.fit`` and ``KMeans.fit_batches`` (10 batches)
@@ -127,6 +133,49 @@ def falkon(args: argparse.Namespace) -> None:
               f"peak RSS ~ n^{slope(ns, [r['peak_rss_mb'] for r in rows]):.2f}")
 
 
+def knm(args: argparse.Namespace) -> None:
+    """One pass v -> K_nm^T (K_nm v), RBF, n x m x 28, variants interleaved round-robin."""
+    from lamods.layers import RBFKernel
+    from lamods.layers._kernel_stream import KnmStream
+
+    n, m = args.n[0], args.m[0]
+    X, _ = higgs_like(n, seed=0)
+    C = X[:m].clone()
+    v = torch.randn(m, 1, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    kern32, kern64 = RBFKernel(math.sqrt(D_HIGGS)), RBFKernel(math.sqrt(D_HIGGS),
+                                                             dtype=torch.float64)
+    X64, C64 = X.double(), C.double()
+
+    def before(v: torch.Tensor) -> object:  # the kernel module per 2^22 / m rows (the old pass)
+        rows, out, vf = max(1, 2 ** 22 // m), torch.zeros(m, 1), v.float()
+        for i in range(0, n, rows):
+            Kb = kern32(X[i:i + rows], C)
+            out += Kb.mT @ (Kb @ vf)
+        return out
+
+    variants = {"kernel module per block, float32 (before)": before}
+    for rows in (256, 1024, 4096):
+        key = f"fused, {rows} rows, float32" + (" (now)" if rows == 256 else "")
+        variants[key] = KnmStream(kern32, X, C, rows).gram_products  # prepared once, as fit
+    variants["fused, 256 rows, float64 data"] = KnmStream(kern64, X64, C64).gram_products
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    for rep in range(args.iters + 1):  # the first round warms up
+        for key, fn in variants.items():
+            t0 = time.perf_counter()
+            fn(v)
+            if rep:
+                times[key].append(time.perf_counter() - t0)
+    print(f"one pass K_nm^T (K_nm v), n = {n:,}, m = {m:,}, d = {D_HIGGS}, torch "
+          f"{torch.__version__}, {args.threads} threads, median of {args.iters} interleaved; "
+          f"load average {os.getloadavg()[0]:.2f}")
+    base = statistics.median(times["kernel module per block, float32 (before)"])
+    print("\n| pass | s | ratio to before | kernel entries / s |")
+    print("|---|---|---|---|")
+    for key, ts in times.items():
+        med = statistics.median(ts)
+        print(f"| {key} | {med:.3f} | {med / base:.2f} | {n * m / med / 1e6:.0f}M |")
+
+
 def kmeans(args: argparse.Namespace) -> None:
     from sklearn.cluster import KMeans as SkKMeans
     from threadpoolctl import threadpool_limits
@@ -177,7 +226,7 @@ def kmeans(args: argparse.Namespace) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("what", choices=["falkon", "kmeans", "_falkon_one"])
+    p.add_argument("what", choices=["falkon", "kmeans", "knm", "_falkon_one"])
     p.add_argument("--n", type=int, nargs="+", default=None)
     p.add_argument("--m", type=int, nargs="+", default=[1000])
     p.add_argument("--maxiter", type=int, default=20)
@@ -192,6 +241,11 @@ def main() -> None:
     if args.what == "_falkon_one":
         print(json.dumps(falkon_one(args.n[0], args.m[0], args.maxiter, args.exact_n,
                                     args.lam)))
+    elif args.what == "knm":
+        args.n = args.n or [100_000]
+        args.m = [5000] if args.m == [1000] else args.m
+        args.iters = 5 if args.iters == 30 else args.iters
+        knm(args)
     elif args.what == "falkon":
         args.n = args.n or [10_000, 100_000]
         falkon(args)
