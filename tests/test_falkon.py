@@ -320,7 +320,7 @@ def _gloo_worker(rank: int, world: int, init: str, out: str) -> None:
         shard = slice(0, 150) if rank == 0 else slice(150, 400)  # uneven shards
         Xs, ys = X[shard], y[shard]
         model = NystromKernelRidge("rbf", 0.5, n_centers=30, lengthscale=1.3, seed=rank)
-        # the centres: rank 0's first batch, broadcast (rank 1 draws others and drops them)
+        # the centres: drawn from rank 0's first batch and broadcast
         for part in torch.tensor_split(torch.arange(Xs.shape[0]), 3):
             model.partial_fit(Xs[part], ys[part])
         torch.save({"coef": model.coef_, "centers": model.centers_,

@@ -606,27 +606,25 @@ class NystromKernelRidge(Estimator):
                     centers: object = None) -> NystromKernelRidge:
         r"""Update the fit with one batch ``X`` ``(n_batch, d)``, ``y`` ``(n_batch[, k])``.
 
-        Note [streamed Nystrom statistics]: the normal equations
-        :math:`(K_{nm}^T K_{nm} + \alpha T^T T) \beta = K_{nm}^T y` depend on the data only
-        through the sums over rows :math:`G = K_{nm}^T K_{nm}` ``(m, m)`` and
-        :math:`R = K_{nm}^T y` ``(m, k)`` (and the count :math:`n`), once the centres are
-        fixed. The first call fixes them: ``centers`` when given (``(n_centers, d)``), else
-        ``n_centers`` rows of the first batch drawn with ``seed`` (so the first batch needs
-        at least ``n_centers`` rows, and the centres cover only it: pass ``centers`` drawn
-        from all the data when the batches differ in kind); under torch.distributed rank
-        0's centres are broadcast to every rank. Every call adds its batch's
-        :math:`G_b, R_b, n_b` (all-reduced across ranks when a process group is initialised,
+        Note [streamed Nystrom statistics]: the normal equations :math:`(K_{nm}^T K_{nm} + \alpha
+        T^T T) \beta = K_{nm}^T y` depend on the data only through the sums over rows :math:`G =
+        K_{nm}^T K_{nm}` ``(m, m)`` and :math:`R = K_{nm}^T y` ``(m, k)`` (and the count :math:`n`),
+        once the centres are fixed. The first call fixes them: ``centers`` when given (``(n_centers,
+        d)``), else ``n_centers`` rows of the first batch drawn with ``seed`` (so the first batch
+        needs at least ``n_centers`` rows, and the centres cover only it: pass ``centers`` drawn
+        from all the data when the batches differ in kind); under torch.distributed rank 0's centres
+        (given or drawn from its first batch) are broadcast to every rank. Every call adds its
+        batch's :math:`G_b, R_b, n_b` (all-reduced across ranks when a process group is initialised,
         Note [distributed statistics] in :mod:`lamods._distributed`: every rank calls
         ``partial_fit`` the same number of times) into the buffers ``gram_``, ``cross_``,
-        ``n_samples_seen_`` and re-solves the equations directly (not by CG), in FALKON's
-        variables: :math:`W \gamma = B^T R` with :math:`W = B^T (G + \alpha T^T T) B` ``(m, m)``
-        (close to the identity, so its Cholesky factorisation is accurate), and
-        :math:`\beta = B \gamma` (Note [FALKON preconditioner]). So after all the batches,
-        ``coef_`` is the exact solution of the system ``fit`` solves by CG on their
-        concatenation with the same centres, to rounding. Memory :math:`O(m^2)`; each call
-        costs :math:`O(n_b m^2)` for :math:`G_b` and :math:`O(m^3)` for the solve, so it
-        suits ``m`` up to a few thousand (``fit`` streams :math:`O(n m)` per CG
-        iteration instead).
+        ``n_samples_seen_`` and re-solves the equations directly (not by CG), in FALKON's variables:
+        :math:`W \gamma = B^T R` with :math:`W = B^T (G + \alpha T^T T) B` ``(m, m)`` (close to the
+        identity, so its Cholesky factorisation is accurate), and :math:`\beta = B \gamma`
+        (Note [FALKON preconditioner]). So after all the batches, ``coef_`` is the exact
+        solution of the system ``fit`` solves by CG on their concatenation with the same
+        centres, to rounding. Memory :math:`O(m^2)`; each call costs :math:`O(n_b m^2)` for
+        :math:`G_b` and :math:`O(m^3)` for the solve, so it suits ``m`` up to a few thousand
+        (``fit`` streams :math:`O(n m)` per CG iteration instead).
 
         Raises:
             RuntimeError: on a module fitted by ``fit`` (it keeps no statistics).
@@ -692,6 +690,8 @@ class NystromKernelRidge(Estimator):
                                  f"= ({m}, {X.shape[1]}), got {tuple(C.shape)}")
             check_data(name, C, what="centers")
             C = C.clone()
+        elif is_distributed() and dist.get_rank() != 0:
+            C = X.new_empty(m, X.shape[1])  # filled by rank 0's broadcast below
         else:
             if X.shape[0] < m:
                 raise ValueError(f"{name}: expected a first batch of at least n_centers={m} "
