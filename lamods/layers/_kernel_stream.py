@@ -18,12 +18,13 @@ kernel module does per call is done once for all the blocks here: the centring a
 power-of-two scaling of ``X`` and ``C`` (Note [centring trick], Note [power-of-two
 scaling] in :mod:`lamods.distances`: the same frame for the whole data, so the same
 digits as the module up to float rounding) and the NaN policy (the fit checked ``X``
-finite once; no per-block check). Measured on the 2-core CPU at ``n = 10^5``,
-``m = 5000``, ``d = 28``, float32: about 2x faster than calling the kernel module per
-block (which re-centres and re-scales each block and allocates its result). Blocks
-are ``256`` rows by default: the ``(256, 5000)`` float32 buffer (5 MB) stays in cache
-between the ``addmm``, the element-wise sweeps and the two products, where blocks of
-``1024``-``4096`` rows measured about 2x slower. When folding :math:`\gamma` into the
+finite once; no per-block check). Blocks are ``256`` rows by default, so the ``(256, m)``
+buffer (5 MB in float32 at ``m = 5000``) can stay in cache between the ``addmm``, the
+element-wise sweeps and the two products. Measured (``python -m benchmarks.bench_scale knm``,
+``n = 10^5``, ``m = 5000``, ``d = 28``, float32, 2 threads, interleaved, but at load
+average 11 on 2 cores, so to be re-measured): 5.19 s per pass against 8.85 s for the kernel
+module called per block of :math:`2^{22}/m` rows (0.59x); 1024 and 4096 rows per block
+0.82x and 0.62x; float64 data 1.15x. When folding :math:`\gamma` into the
 product could overflow (a lengthscale tiny against the data's spread), and for every
 other kernel, the blocks come from the kernel module's own ``_prepare`` / ``_block``
 (prepared once).
@@ -31,7 +32,7 @@ other kernel, the blocks come from the kernel module's own ``_prepare`` / ``_blo
 Note [mixed-precision accumulation]: the block products run in the data's dtype (float32
 data: float32 kernel blocks, half the memory traffic of float64); each block's
 :math:`K_b^T U` is added into an accumulator of ``acc_dtype`` (float64 for float32 data),
-so the sum over the ``n / rows`` blocks adds no error growing with ``n``.
+so the sum over the ``n / rows`` blocks adds error at float64's level only.
 """
 
 from __future__ import annotations
