@@ -290,7 +290,7 @@ def processes(names: list[str], n: int, worlds: list[int]) -> None:
                 print(f"  {name} world={world}: {r['time_s']:.3f} s, max rel diff "
                       f"{rel[worst]:.1e} ({worst})", file=sys.stderr, flush=True)
     print(markdown_table(["case", "n", "processes", "time (s)",
-                          f"max |diff| / max |state| vs {worlds[0]} process (buffer)",
+                          f"max abs diff / max abs state vs {worlds[0]} process (buffer)",
                           "dtype"], rows))
 
 
