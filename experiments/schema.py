@@ -234,7 +234,10 @@ def register_schemas() -> None:
 TOP_LEVEL: dict[str, tuple[type, ...]] = {
     "name": (str,), "seed": (int,), "test": (bool,), "plots": (bool,),
     "torch_threads": (int, type(None)), "ckpt_path": (str, type(None)),
+    "fit_modules": (str,),
 }
+#: top-level keys with a fixed set of values
+TOP_LEVEL_CHOICES: dict[str, tuple[str, ...]] = {"fit_modules": ("memory", "stream")}
 
 
 def _type_name(types: tuple[type, ...]) -> str:
@@ -272,6 +275,10 @@ def validate(cfg: DictConfig) -> None:
         if not isinstance(value, types) or (bool not in types and isinstance(value, bool)):
             raise ConfigError(f"config error at {key}: expected {_type_name(types)}, got "
                               f"{value!r} ({type(value).__name__})")
+    for key, choices in TOP_LEVEL_CHOICES.items():
+        if key in resolved and resolved[key] not in choices:
+            raise ConfigError(f"config error at {key}: expected one of "
+                              f"{', '.join(map(repr, choices))}, got {resolved[key]!r}")
     check_accelerator(resolved.get("trainer") or {})
 
 

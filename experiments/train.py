@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.callbacks import ModelCheckpoint, ProgressBar
 
 from experiments.callbacks import LastCheckpoint
-from experiments.fitted import fit_modules
+from experiments.fitted import StreamedFit, fit_modules
 from experiments.loggers import CSVLogger, TrimLogOnResume
 from experiments.outputs import read_epoch_metrics, summary_line, write_config, write_metrics
 from experiments.plots import plot_curves
@@ -41,7 +41,9 @@ def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, Task]:
     knows, e.g. a rating model's ``n_users``), optimizer and scheduler, builds them and saves
     them as hyperparameters (``Task.load_from_checkpoint`` needs nothing else). Fit-style
     modules in the network (``PCA -> head``) are then fitted on the training split
-    (:func:`experiments.fitted.fit_modules`), before the trainer sees the task.
+    (:func:`experiments.fitted.fit_modules`), before the trainer sees the task; with
+    ``fit_modules: stream`` they are left to the trainer's processes
+    (:class:`experiments.fitted.StreamedFit`, added by :func:`make_trainer`).
     """
     datamodule = instantiate(cfg.data)
     # a data module may give the network sizes only the data knows (a rating model's
@@ -60,7 +62,8 @@ def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, Task]:
     scheduler = OmegaConf.to_container(cfg.scheduler, resolve=True) if cfg.get("scheduler") \
         else None
     task = cls(net=net, optimizer=optimizer, scheduler=scheduler, **task_cfg)
-    fit_modules(task.net, datamodule)
+    if cfg.get("fit_modules", "memory") == "memory":
+        fit_modules(task.net, datamodule)
     return datamodule, task
 
 
@@ -128,6 +131,8 @@ def make_trainer(
         cbs.append(cb)
     if resuming:
         cbs.append(TrimLogOnResume())
+    if cfg.get("fit_modules", "memory") == "stream":
+        cbs.append(StreamedFit())  # part of the fit, not an optional callback
     loggers = []
     if logger:
         for lg_cfg in (cfg.get("logger") or {}).values():

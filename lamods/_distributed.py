@@ -10,6 +10,7 @@ order (the collectives are matched by order).
 
 from __future__ import annotations
 
+import torch
 import torch.distributed as dist
 from torch import Tensor
 
@@ -24,3 +25,21 @@ def all_reduce_sum(t: Tensor) -> Tensor:
     if is_distributed():
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t
+
+
+def all_gather_rows(t: Tensor) -> Tensor:
+    """The rows of ``t`` from every rank, concatenated in rank order (``t`` itself when
+    torch.distributed is not initialised). Ranks may hold different row counts; the other
+    dimensions, the dtype and the device must agree."""
+    if not is_distributed():
+        return t
+    world = dist.get_world_size()
+    count = torch.tensor([t.shape[0]], device=t.device)
+    counts = [torch.zeros_like(count) for _ in range(world)]
+    dist.all_gather(counts, count)
+    sizes = [int(c) for c in counts]
+    padded = t.new_zeros((max(sizes), *t.shape[1:]))
+    padded[:t.shape[0]] = t
+    parts = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(parts, padded)
+    return torch.cat([part[:size] for part, size in zip(parts, sizes)])

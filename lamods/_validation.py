@@ -320,6 +320,24 @@ def check_open_unit(name: str, arg: str, value: object) -> float:
     return value  # type: ignore[return-value]
 
 
+def check_half_open_unit(name: str, arg: str, value: object) -> float:
+    """``value`` must be a real number in the half-open interval (0, 1]."""
+    if not _is_real(value) or not 0 < value <= 1:  # type: ignore[operator]
+        raise ValueError(f"{name}: expected {arg} in (0, 1], got {value!r}")
+    return value  # type: ignore[return-value]
+
+
+def check_stream_batch(name: str, X: Tensor, reference: Tensor, *, what: str = "X") -> None:
+    """A later batch of a streamed fit (``partial_fit``) has the width (last dimension) and
+    dtype of ``reference``, the state fitted from the earlier batches."""
+    if X.dtype != reference.dtype:
+        raise TypeError(f"{name}: expected {what} of the streamed dtype {reference.dtype}, "
+                        f"got {X.dtype}")
+    if X.shape[-1] != reference.shape[-1]:
+        raise ValueError(f"{name}: expected {what} with {reference.shape[-1]} features (as the "
+                         f"earlier batches), got {X.shape[-1]}")
+
+
 def check_eps(name: str, eps: object) -> float | None:
     """``None`` or a float >= 0."""
     if eps is None:

@@ -23,6 +23,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from experiments.data import DigitsDataModule, MNISTDataModule, SyntheticDataModule
+from experiments.fitted import stream_fit_modules
 from experiments.models import sequential_mlp
 from experiments.run import run
 from experiments.summary import write_summary
@@ -80,6 +81,9 @@ def test_experiment_config_composes_and_instantiates(name, tmp_path):
     assert cfg.name == name
     datamodule, task = build(cfg)
     assert isinstance(task, Task)
+    if cfg.fit_modules == "stream":  # fitted by the trainer's processes (StreamedFit): here
+        datamodule.setup("fit")
+        stream_fit_modules(task.net, datamodule.train_dataloader())
     x = torch.randn(3, cfg.data.in_features)
     assert task(x).shape == (3, cfg.data.num_classes)
     assert datamodule.batch_size == cfg.data.batch_size

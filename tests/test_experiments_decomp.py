@@ -23,9 +23,11 @@ from experiment_helpers import QUIET, REPO, SHARED_DATA, TINY, make_cfg, needs_m
 from torch import nn
 
 from experiments.data import SyntheticDataModule
-from experiments.fitted import fit_modules, split_data
+from experiments.fitted import fit_modules, shard_batches, split_data, stream_fit_modules
 from experiments.run import run
+from experiments.schema import ConfigError
 from experiments.train import build
+from lamods import SpectralClustering
 from lamods.base import Estimator
 from lamods.decomp import PCA, ZCAWhitening
 
@@ -222,3 +224,93 @@ def test_docstring_examples(module):
     flags = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
     result = doctest.testmod(importlib.import_module(module), optionflags=flags)
     assert result.attempted > 0 and result.failed == 0
+
+
+# --------------------------------------------------------------------------- streamed fits
+def test_shard_batches_puts_every_batch_back_together():
+    x = torch.arange(23.0)[:, None].repeat(1, 2)
+    y = torch.arange(23)
+    batches = [(x[i:i + 5], y[i:i + 5]) for i in range(0, 23, 5)]  # 5, 5, 5, 5, 3 rows
+    for world in (1, 2, 3, 4):
+        shards = [list(shard_batches(batches, rank, world)) for rank in range(world)]
+        assert len({len(s) for s in shards}) == 1  # the same number of steps on every rank
+        for rank_parts in shards:
+            assert all(len(px) >= 1 and len(px) == len(py) for px, py in rank_parts)
+        steps = zip(*shards)
+        got = torch.cat([torch.cat([px for px, _ in step]) for step in steps])
+        torch.testing.assert_close(got, x)  # every row once, in order
+    # 3 rows < 4 processes: the last batch joins the one before
+    assert [len(px) for px, _ in shard_batches(batches, 0, 4)] == [2, 2, 2, 2]
+    with pytest.raises(ValueError, match=r"^shard_batches: expected batches of at least "
+                       r"world_size = 4 rows \(one per process\), got a first batch of 3"):
+        list(shard_batches([(x[:3], y[:3])], 0, 4))
+    with pytest.raises(ValueError, match=r"^shard_batches: expected 0 <= rank < world_size, "
+                       r"got rank 2 of 2"):
+        list(shard_batches(batches, 2, 2))
+    with pytest.raises(ValueError, match=r"^shard_batches: expected at least one batch"):
+        list(shard_batches([], 0, 1))
+
+
+def test_stream_fit_modules_equals_fit_modules_through_earlier_steps():
+    dm = synthetic(in_features=6)
+    x, y = split_data(dm, "train")
+    x = x.double()
+    batches = [(x[i:i + 40], y[i:i + 40]) for i in range(0, len(x), 40)]
+    torch.manual_seed(0)
+    first = nn.Linear(6, 5).double()
+    streamed = nn.Sequential(first, PCA(3), nn.Linear(3, 2))
+    assert stream_fit_modules(streamed, batches) == ["1"]
+    with torch.no_grad():
+        ref = PCA(3).fit(first(x))
+    torch.testing.assert_close(streamed[1].components_, ref.components_, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(streamed[1].mean_, ref.mean_, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match=r"^stream_fit_modules: expected fit-style modules with "
+                       r"partial_fit, got SpectralClustering \(net.0\); use fit_modules=memory"):
+        stream_fit_modules(nn.Sequential(SpectralClustering(2), nn.Linear(2, 2)), batches)
+
+
+def _pca_state(run_dir: Path) -> dict[str, torch.Tensor]:
+    state = torch.load(run_dir / "checkpoints" / "best.ckpt", weights_only=True)["state_dict"]
+    return {k[len("net.0."):]: v for k, v in state.items() if k.startswith("net.0.")}
+
+
+def test_streaming_pca_digits_streams_the_in_memory_pca(tmp_path):
+    cfg = make_cfg(["+exp=streaming_pca_digits", *TINY], tmp_path)
+    assert cfg.fit_modules == "stream"
+    datamodule, task = build(cfg)
+    assert not task.net[0].is_fitted()  # left to the trainer's processes
+    metrics = run(cfg)
+    assert metrics["name"] == "streaming_pca_digits" and metrics["n_params"] == 32 * 10 + 10
+    x_train, _ = split_data(datamodule, "train")
+    ref = PCA(32).fit(x_train)
+    state = _pca_state(tmp_path)
+    assert int(state["n_samples_seen_"]) == len(x_train)  # every training row, once
+    for key in ("mean_", "explained_variance_", "components_"):
+        torch.testing.assert_close(state[key], getattr(ref, key), rtol=1e-4, atol=1e-4)
+
+
+def test_fit_modules_config_choice_is_checked(tmp_path):
+    with pytest.raises(ConfigError, match=r"^config error at fit_modules: expected one of "
+                       r"'memory', 'stream', got 'disk'"):
+        run(make_cfg(["+exp=streaming_pca_digits", *TINY, "fit_modules=disk"], tmp_path))
+
+
+@pytest.mark.slow
+def test_streaming_pca_digits_two_ddp_processes_fit_the_one_process_pca(tmp_path):
+    """trainer=ddp, 2 CPU processes on gloo: each rank streams its half of every batch and
+    the PCA statistics are all-reduced: the fitted PCA is the one-process one."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    run(make_cfg(["+exp=streaming_pca_digits", *TINY], one))
+    result = subprocess.run(
+        [sys.executable, "-m", "experiments.run", "+exp=streaming_pca_digits", "trainer=ddp",
+         "trainer.accelerator=cpu", "trainer.devices=2",
+         "trainer.strategy.process_group_backend=gloo", *TINY, f"hydra.run.dir={two}"],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "HYDRA_FULL_ERROR": "0"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((two / "metrics.json").read_text())
+    assert metrics["device"] == "cpu x2 (DDPStrategy)"
+    a, b = _pca_state(one), _pca_state(two)
+    assert int(a["n_samples_seen_"]) == int(b["n_samples_seen_"]) > 0
+    for key in ("mean_", "scatter_", "explained_variance_", "singular_values_", "components_"):
+        torch.testing.assert_close(b[key], a[key], rtol=1e-5, atol=1e-5)

@@ -276,3 +276,188 @@ def test_kmeans_two_gloo_processes_equal_one_process(tmp_path):
         torch.testing.assert_close(got["lloyd"], ref.cluster_centers_, rtol=1e-12, atol=1e-12)
         torch.testing.assert_close(got["inertia"], ref.inertia_, rtol=1e-12, atol=0)
         torch.testing.assert_close(got["mb"], mb.cluster_centers_, rtol=1e-12, atol=1e-12)
+
+
+# -- NMF ---------------------------------------------------------------------------------
+def nmf_data(n: int = 240, d: int = 30, rank: int = 5, seed: int = 8):
+    g = torch.Generator().manual_seed(seed)
+    X = torch.rand(n, rank, generator=g, dtype=F64) @ torch.rand(rank, d, generator=g,
+                                                                  dtype=F64)
+    X = X + 0.05 * torch.rand(n, d, generator=g, dtype=F64)
+    X[torch.rand(n, d, generator=g) < 0.2] = 0.0
+    return X
+
+
+@pytest.mark.parametrize("solver,loss", [("mu", "frobenius"), ("mu", "kullback-leibler"),
+                                         ("hals", "frobenius")])
+@pytest.mark.parametrize("tol", [0.0, 1e-4])
+def test_nmf_transform_is_row_separable(solver, loss, tol):
+    X = nmf_data()
+    model = lamods.NMF(5, solver=solver, beta_loss=loss, max_iter=60, tol=tol).fit(X)
+    Z = X[:40].clone()
+    Z[3] *= 2.0 ** 14  # a row outside the ordinary range: its own scale (Note [NMF scaling])
+    Z[5] = 0.0
+    whole = model.transform(Z)
+    shards = torch.cat([model.transform(Z[:7]), model.transform(Z[7:8]), model.transform(Z[8:])])
+    torch.testing.assert_close(shards, whole, rtol=1e-12, atol=1e-14)
+    assert bool((whole[5] == 0).all())
+    # each row alone is the same too
+    for i in (0, 3, 20):
+        torch.testing.assert_close(model.transform(Z[i:i + 1])[0], whole[i], rtol=1e-12,
+                                   atol=1e-14)
+
+
+def _nmf_stream(model, batches, epochs=1):
+    for _ in range(epochs):
+        for batch in batches:
+            model.partial_fit(batch)
+    return model
+
+
+beta_div = lamods.classic.beta_divergence
+
+
+def _frobenius(X, W, H):
+    return float((X - W @ H).norm())
+
+
+@pytest.mark.parametrize("loss", ["frobenius", "kullback-leibler"])
+def test_nmf_partial_fit_equals_sklearn_minibatch_from_the_same_init(loss):
+    import warnings
+
+    from sklearn.decomposition import MiniBatchNMF
+
+    from lamods.classic.nmf import _initialize
+
+    X = nmf_data(n=600, seed=9)
+    batches = list(torch.split(X, 100))
+    ours = _nmf_stream(lamods.NMF(5, beta_loss=loss, tol=0.0, seed=0), batches, epochs=4)
+    # scikit-learn from the same initial H (our NNDSVDa of the first batch), same batches
+    H0 = _initialize(batches[0], 5, "nndsvda", torch.Generator().manual_seed(0))[1]
+    sk = MiniBatchNMF(5, init="custom", beta_loss=loss, tol=0.0, forget_factor=0.7,
+                      fresh_restarts_max_iter=30, max_iter=200, transform_max_iter=200)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for epoch in range(4):
+            for i, batch in enumerate(batches):
+                if epoch == 0 and i == 0:
+                    sk.partial_fit(batch.numpy(), W=torch.ones(100, 5, dtype=F64).numpy(),
+                                   H=H0.numpy())
+                else:
+                    sk.partial_fit(batch.numpy())
+        W_sk = torch.from_numpy(sk.transform(X.numpy()))
+    H_sk = torch.from_numpy(sk.components_)
+    assert bool((ours.components_ >= 0).all()) and int(ours.n_iter_) == 24
+    # the same online algorithm: MU of W from a constant row does not depend on the constant
+    # (scikit-learn starts every row from the batch's, we from the row's), tol = 0 in both
+    torch.testing.assert_close(ours.components_, H_sk, rtol=1e-10, atol=1e-12)
+    if loss == "frobenius":
+        err_ours = _frobenius(X, ours.transform(X), ours.components_)
+        err_sk = _frobenius(X, W_sk, H_sk)
+    else:
+        err_ours = float(beta_div(X, ours.transform(X), ours.components_, loss))
+        err_sk = float(beta_div(X, W_sk, H_sk, loss))
+    assert err_ours == pytest.approx(err_sk, rel=1e-10)
+    # and the online fit is a real fit: near the in-memory one's error
+    full = lamods.NMF(5, beta_loss=loss, max_iter=200).fit(X)
+    err_full = (_frobenius(X, full.transform(X), full.components_) if loss == "frobenius"
+                else float(beta_div(X, full.transform(X), full.components_, loss)))
+    assert err_ours <= 1.25 * err_full, (err_ours, err_full)
+
+
+def test_nmf_partial_fit_first_step_closed_form():
+    from lamods.classic.nmf import _initialize
+
+    X = nmf_data(seed=10)
+    model = lamods.NMF(4, tol=0.0, seed=0, forget_factor=0.5).partial_fit(X[:80])
+    H0 = _initialize(X[:80], 4, "nndsvda", torch.Generator().manual_seed(0))[1]
+    # the batch's W: 30 MU iterations with H0 fixed from sqrt(mean_i / k), row by row
+    W = (X[:80].mean(1, keepdim=True) / 4).sqrt().expand(80, 4).clone()
+    for _ in range(30):
+        W = W * (X[:80] @ H0.mT) / (W @ H0 @ H0.mT)
+    A = 0.5 * H0 + H0 * (W.mT @ X[:80])
+    B = 0.5 * torch.ones_like(H0) + W.mT @ W @ H0
+    torch.testing.assert_close(model.components_numerator_, A, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(model.components_denominator_, B, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(model.components_, A / B, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(model.reconstruction_err_, (X[:80] - W @ H0).norm(),
+                               rtol=1e-10, atol=0)
+
+
+def test_nmf_partial_fit_errors():
+    X = nmf_data()
+    model = lamods.NMF(4, seed=0).partial_fit(X[:50])
+    with pytest.raises(ValueError, match=r"^NMF.partial_fit: expected X with 30 features \(as "
+                       r"the earlier batches\), got 29"):
+        model.partial_fit(X[:50, :29])
+    with pytest.raises(TypeError, match=r"^NMF.partial_fit: expected X of the streamed dtype "
+                       r"torch.float64, got torch.float32"):
+        model.partial_fit(X[:50].float())
+    with pytest.raises(ValueError, match=r"^NMF.partial_fit: expected a non-negative input, "
+                       r"got 1 negative entries"):
+        bad = X[:50].clone()
+        bad[2, 3] = -1.0
+        model.partial_fit(bad)
+    bad = X[:50].clone()
+    bad[4, 4] = float("nan")
+    with pytest.raises(ValueError, match=r"^NMF.partial_fit: expected a finite X"):
+        model.partial_fit(bad)
+    assert int(model.n_iter_) == 1  # the refused batches changed nothing
+    with pytest.raises(ValueError, match=r"^NMF.partial_fit: expected solver='mu' \(online "
+                       r"multiplicative updates, as scikit-learn's MiniBatchNMF\), got 'hals'"):
+        lamods.NMF(4, solver="hals").partial_fit(X)
+    with pytest.raises(RuntimeError, match=r"^NMF.partial_fit: expected a fresh module or one "
+                       r"fitted by partial_fit, got a model fitted by fit"):
+        lamods.NMF(4, max_iter=20).fit(X).partial_fit(X)
+    with pytest.raises(ValueError, match=r"^NMF.partial_fit: expected n_components <= "
+                       r"min\(n_batch, n_features\) = 3 for the first batch with "
+                       r"init='nndsvda', got 4; use init='random'"):
+        lamods.NMF(4).partial_fit(X[:3])
+    for bad_rho in (0, 1.5, float("nan"), "0.7"):
+        with pytest.raises(ValueError, match=r"^NMF: expected forget_factor in \(0, 1\], got"):
+            lamods.NMF(4, forget_factor=bad_rho)
+
+
+def test_nmf_fit_after_partial_fit_drops_the_stream_and_state_dict_continues():
+    X = nmf_data()
+    model = lamods.NMF(4, seed=0).partial_fit(X[:50]).fit(X)
+    assert model.components_numerator_.numel() == 0
+    assert model.components_denominator_.numel() == 0
+    a = lamods.NMF(4, seed=0).partial_fit(X[:100])
+    b = lamods.NMF(4, dtype=F64)
+    b.load_state_dict(a.state_dict())
+    a.partial_fit(X[100:])
+    b.partial_fit(X[100:])
+    torch.testing.assert_close(a.components_, b.components_, rtol=0, atol=0)
+
+
+def _nmf_worker(rank: int, world: int, init: str, out: str) -> None:
+    torch.set_num_threads(1)  # two processes on a shared machine: no oversubscription
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    try:
+        X = nmf_data(n=300)
+        result = {}
+        for loss in ("frobenius", "kullback-leibler"):
+            model = lamods.NMF(5, beta_loss=loss, seed=0)  # tol > 0: per-row stopping
+            # step t: rank 0 streams X[60 t : 60 t + 20], rank 1 X[60 t + 20 : 60 t + 60]
+            for t in range(5):
+                lo = 60 * t + (0 if rank == 0 else 20)
+                model.partial_fit(X[lo:lo + (20 if rank == 0 else 40)])
+            result[loss] = (model.components_, model.reconstruction_err_)
+        torch.save(result, f"{out}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_nmf_two_gloo_processes_equal_one_process(tmp_path):
+    init = f"file://{tmp_path / 'rendezvous'}"
+    out = str(tmp_path / "result")
+    mp.spawn(_nmf_worker, args=(2, init, out), nprocs=2, join=True)
+    X = nmf_data(n=300)
+    for loss in ("frobenius", "kullback-leibler"):
+        # one process over each step's union of batches (in rank order)
+        ref = _nmf_stream(lamods.NMF(5, beta_loss=loss, seed=0), torch.split(X, 60))
+        for rank in range(2):
+            H, err = torch.load(f"{out}.{rank}")[loss]
+            torch.testing.assert_close(H, ref.components_, rtol=1e-10, atol=1e-12)
+            torch.testing.assert_close(err, ref.reconstruction_err_, rtol=1e-10, atol=0)
