@@ -26,10 +26,11 @@ full-size tensor per stage costs page faults that measured slower than the matmu
 themselves. The blocks were 2 MiB (cache-sized) before; that issued two parallel
 regions per 2 MiB, hundreds per call, and with OpenMP's default (spinning) wait
 policy every region waited for a thread descheduled by another process: at
-(10000, 4096) float32, ``SRHTProjection`` took 1.3x a dense ``X @ W`` whenever the
-machine was loaded, against 0.23x with one block per stage (two parallel regions;
-``benchmarks/bench_projection.py --busy``, table in the commit message). With one
-thread or passive waiting, 2 MiB blocks were at most 15% faster. Under
+(10000, 4096) float32 on a 2-core machine with other jobs running, ``SRHTProjection``
+took 1.35x a dense ``X @ W`` (1.34x with a busy-loop process added) against 0.23x
+(0.34x) with one block per stage: two parallel regions per call
+(``benchmarks/bench_projection.py --busy``). With one thread, or with
+``OMP_WAIT_POLICY=PASSIVE``, 2 MiB blocks were at most 15% faster than one block. Under
 ``torch.compile`` and on CUDA the same stages run as whole-tensor ops.
 
 Note [adjoint]: the transform is linear and :math:`H_d^T = H_d`, so the
