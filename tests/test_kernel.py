@@ -155,6 +155,7 @@ def test_rff_forward_is_the_closed_form_and_gradchecks(shape) -> None:
         torch.testing.assert_close(rff(x), ref, rtol=1e-13, atol=1e-13)
     torch.testing.assert_close(rff(x), ref, rtol=1e-13, atol=1e-13)
     assert rff(x).shape == (*shape[:-1], 16)
+    assert rff(torch.empty(0, 5, dtype=D64)).shape == (0, 16)  # no rows: no ambiguous reshape
     xg = x.clone().requires_grad_()
     assert torch.autograd.gradcheck(lambda t, ll: _rff_at(rff, t, ll), (xg, rff.log_lengthscale))
     assert torch.autograd.gradgradcheck(lambda t, ll: _rff_at(rff, t, ll),

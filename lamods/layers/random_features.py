@@ -109,7 +109,7 @@ class RandomFourierFeatures(nn.Module):
         # in-place scale is autograd-safe: cos saves its input, not its output)
         z = torch.addmm(self.bias, x.reshape(-1, x.shape[-1]), self.weight.mT / l)
         z = z.cos_() if not (torch.is_grad_enabled() and z.requires_grad) else z.cos()
-        return z.mul_(math.sqrt(2.0 / self.n_features)).reshape(*x.shape[:-1], -1)
+        return z.mul_(math.sqrt(2.0 / self.n_features)).reshape(*x.shape[:-1], self.n_features)
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, n_features={self.n_features}, "
