@@ -18,22 +18,39 @@ pairwise distance of 1,000 training points), computed once. Ratios are ours / re
 (below 1 means we are faster). On CUDA, a kernel ridge fit through Nystrom features on
 1,000,000 synthetic points is timed as well (skipped on the CPU).
 
+Table 1b (``--rff-split``, or alone with ``--rff-only``): the RFF rows split into the feature
+map (our construction + ``forward`` on train and test, against ``RBFSampler`` fit + transform)
+and the ridge solve on fixed features (our closed form, against ``RidgeClassifier`` fit +
+predict), plus whole RFF + ridge with plain Gaussian frequencies (``orthogonal=False``, the
+method of ``RBFSampler``).
+
 Table 2: RBF Gram matrix of 10000 x 10000 points (``--gram-features`` wide, float32) against
 ``sklearn.metrics.pairwise.rbf_kernel``.
 """
 
 from __future__ import annotations
 
-import argparse
-import math
-import time
-from pathlib import Path
+import os
 
-import numpy as np
-import torch
+# Note [OpenMP spin-wait] in benchmarks/bench_scale.py: torch and scikit-learn interleave in
+# one process here, so their OpenMP pools wait passively
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from benchmarks._timing import devices, machine, markdown_table, time_pair
-from lamods.layers import KernelRidgeHead, NystromFeatures, RandomFourierFeatures, RBFKernel
+import argparse  # noqa: E402
+import math  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from benchmarks._timing import devices, load, machine, markdown_table, time_pair  # noqa: E402
+from lamods.layers import (  # noqa: E402
+    KernelRidgeHead,
+    NystromFeatures,
+    RandomFourierFeatures,
+    RBFKernel,
+)
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -163,6 +180,59 @@ def accuracy_table(Xtr: np.ndarray, ytr: np.ndarray, Xte: np.ndarray, yte: np.nd
     return rows
 
 
+def rff_split_table(Xtr: np.ndarray, ytr: np.ndarray, Xte: np.ndarray, yte: np.ndarray,
+                    lengthscale: float, dims: list[int], repeats: int,
+                    alpha: float) -> list[list[str]]:
+    """RFF + ridge split into the feature map and the ridge solve, ours vs scikit-learn (CPU)."""
+    from sklearn.kernel_approximation import RBFSampler
+    from sklearn.linear_model import RidgeClassifier
+
+    gamma = 1.0 / (2 * lengthscale**2)
+    d = Xtr.shape[1]
+    xtr, xte = torch.from_numpy(Xtr), torch.from_numpy(Xte)
+    Ytr = torch.from_numpy(np.eye(int(ytr.max()) + 1, dtype=np.float32)[ytr])
+    rows: list[list[str]] = []
+    for D in dims:
+        for ortho in (True, False):
+            def ours_map(D=D, ortho=ortho):
+                rff = RandomFourierFeatures(d, D, lengthscale, orthogonal=ortho, seed=0)
+                return rff(xtr), rff(xte)
+
+            def sk_map(D=D):
+                s = RBFSampler(gamma=gamma, n_components=D, random_state=0)
+                return s.fit_transform(Xtr), s.transform(Xte)
+
+            with torch.no_grad():
+                (Ztr, Zte), (Str, Ste) = ours_map(), sk_map()
+                what = "orthogonal" if ortho else "Gaussian"
+                t_o, t_r = time_pair(ours_map, sk_map, device="cpu", repeats=repeats, warmup=1)
+                rows.append([f"feature map ({what}): construct + transform", str(D),
+                             f"{t_o:.3f}", f"{t_r:.3f}", f"{t_o / t_r:.2f}", ""])
+                if ortho:
+                    t_o, t_r = time_pair(
+                        lambda Ztr=Ztr, Zte=Zte: ridge_fit_predict(Ztr, Ytr, Zte, alpha),
+                        lambda Str=Str, Ste=Ste: RidgeClassifier(alpha=alpha).fit(
+                            Str, ytr).predict(Ste), device="cpu", repeats=repeats, warmup=1)
+                    rows.append(["ridge fit + predict on the features", str(D), f"{t_o:.3f}",
+                                 f"{t_r:.3f}", f"{t_o / t_r:.2f}", ""])
+                else:
+                    def ours_all(D=D):
+                        rff = RandomFourierFeatures(d, D, lengthscale, seed=0)
+                        return ridge_fit_predict(rff(xtr), Ytr, rff(xte), alpha)
+
+                    def sk_all(D=D):
+                        s = RBFSampler(gamma=gamma, n_components=D, random_state=0)
+                        return RidgeClassifier(alpha=alpha).fit(s.fit_transform(Xtr),
+                                                                ytr).predict(s.transform(Xte))
+
+                    acc = f"{_acc(ours_all(), yte):.4f} / {_acc(sk_all(), yte):.4f}"
+                    t_o, t_r = time_pair(ours_all, sk_all, device="cpu", repeats=repeats,
+                                         warmup=1)
+                    rows.append(["RFF (Gaussian) + ridge vs RBFSampler + RidgeClassifier",
+                                 str(D), f"{t_o:.3f}", f"{t_r:.3f}", f"{t_o / t_r:.2f}", acc])
+    return rows
+
+
 def million_point_fit(n: int, d: int, m: int, alpha: float) -> list[str] | None:
     """Nystrom kernel ridge on ``n`` synthetic points on CUDA: one timed fit (after warm-up)."""
     if not torch.cuda.is_available():
@@ -225,9 +295,23 @@ def main() -> None:
     parser.add_argument("--million", type=int, default=1_000_000)
     parser.add_argument("--skip-accuracy", action="store_true")
     parser.add_argument("--skip-gram", action="store_true")
+    parser.add_argument("--rff-split", action="store_true", help="add table 1b")
+    parser.add_argument("--rff-only", action="store_true", help="table 1b alone")
     args = parser.parse_args()
     torch.manual_seed(0)
-    print(f"Machine: {machine()}\n")
+    print(f"Machine: {machine()}; OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}; "
+          f"load {load()}\n")
+    if args.rff_split or args.rff_only:
+        name, Xtr, ytr, Xte, yte = load_data(args.train, args.test)
+        l = median_lengthscale(Xtr)  # noqa: E741
+        print(f"RFF + ridge split ({name}, {len(Xtr)} train / {len(Xte)} test, l = {l:.3f}, "
+              f"alpha = {args.alpha_features}; seed 0; median of {args.repeats}).\n")
+        print(markdown_table(["part", "D", "ours s", "ref s", "ratio", "acc ours / ref"],
+                             rff_split_table(Xtr, ytr, Xte, yte, l, args.dims, args.repeats,
+                                             args.alpha_features)))
+        print()
+        if args.rff_only:
+            return
     if not args.skip_accuracy:
         name, Xtr, ytr, Xte, yte = load_data(args.train, args.test)
         l = median_lengthscale(Xtr)  # noqa: E741

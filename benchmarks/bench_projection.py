@@ -1,6 +1,7 @@
 """Random projections and fwht against scikit-learn and dense torch matmuls.
 
     python -m benchmarks.bench_projection [--rows 10000] [--features 4096] [--repeats 5]
+                                          [--busy] [--srht-only] [--threads N]
 
 Table 1: X of shape (rows, features), float32, projected to k in {256, 1024}:
 time of ours and of the reference in one interleaved loop (medians after
@@ -10,6 +11,13 @@ max and mean of |ratio - 1| of squared pairwise distances (ratio
 References: scikit-learn's GaussianRandomProjection / SparseRandomProjection
 (transform alone, and fit + transform against our construction + forward) on
 the CPU, and a dense torch matmul ``X @ R^T`` with a Gaussian R on every device.
+
+``--busy``: table 1 again with a busy-loop process holding one core
+(``benchmarks._timing.busy_core``), as another user's job would; ``--srht-only`` keeps its
+SRHT rows. OpenMP keeps its default wait policy here (unlike ``bench_scale``, whose Note
+[OpenMP spin-wait] sets passive waiting for torch and scikit-learn in one process): users
+get the default, and the SRHT-vs-dense rows compare torch with torch, so the busy rows show
+what a loaded machine does to them (Note [cache blocking] in ``lamods.layers.hadamard``).
 
 Table 2: fwht alone against ``X @ H_d`` with a dense Hadamard matrix for
 d = 2^9 .. 2^14 (fewer rows for wide d so the dense side stays affordable).
@@ -22,7 +30,7 @@ import math
 
 import torch
 
-from benchmarks._timing import devices, machine, markdown_table, time_pair
+from benchmarks._timing import busy_core, devices, load, machine, markdown_table, time_pair
 from lamods.layers.hadamard import fwht, hadamard_matrix
 from lamods.layers.projection import (
     GaussianRandomProjection,
@@ -47,7 +55,8 @@ def _row(case: str, k: int, device: str, t_ours: float, t_ref: float, d_ours: st
             f"{t_ours / t_ref:.2f}", d_ours, d_ref, target]
 
 
-def projection_table(rows: int, d: int, repeats: int, n_pairs: int) -> list[list[str]]:
+def projection_table(rows: int, d: int, repeats: int, n_pairs: int,
+                     srht_only: bool = False) -> list[list[str]]:
     from sklearn import random_projection as skrp
 
     out: list[list[str]] = []
@@ -69,12 +78,13 @@ def projection_table(rows: int, d: int, repeats: int, n_pairs: int) -> list[list
                 for case, mod, target in (
                         ("SRHTProjection vs dense torch matmul", srht, "<= 0.5"),
                         ("SparseRandomProjection vs dense torch matmul", sparse, ""),
-                        ("GaussianRandomProjection vs dense torch matmul", gauss, "~ 1")):
+                        ("GaussianRandomProjection vs dense torch matmul", gauss, "~ 1"),
+                        )[:1 if srht_only else 3]:
                     t_o, t_r = time_pair(lambda m=mod, x=x: m(x), dense, device=device,
                                          repeats=repeats, warmup=1)
                     out.append(_row(case, k, device, t_o, t_r, _distortion(x, mod(x), n_pairs),
                                     d_dense, target))
-            if device != "cpu":
+            if device != "cpu" or srht_only:
                 continue
             # scikit-learn, CPU, float32 in and out
             for name, ours_cls, sk_cls in (
@@ -129,7 +139,13 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=5000, help="random pairs for distortion")
     parser.add_argument("--skip-projection", action="store_true")
     parser.add_argument("--skip-fwht", action="store_true")
+    parser.add_argument("--busy", action="store_true",
+                        help="table 1 again with a busy-loop process holding one core")
+    parser.add_argument("--srht-only", action="store_true", help="table 1: the SRHT rows only")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     print(f"Machine: {machine()}\n")
     if not args.skip_projection:
@@ -137,11 +153,16 @@ def main() -> None:
               f"of {args.repeats} after warm-up; distortion = max/mean |ratio - 1| of squared "
               f"distances over {args.pairs} random pairs (JL scale: sqrt(8/k) = "
               f"{math.sqrt(8 / 256):.2f} at k=256, {math.sqrt(8 / 1024):.2f} at k=1024).\n")
-        print(markdown_table(
-            ["case", "k", "device", "ours ms", "ref ms", "ratio", "distortion ours",
-             "distortion ref", "target"],
-            projection_table(args.rows, args.features, args.repeats, args.pairs)))
-        print()
+        for busy in ([False, True] if args.busy else [False]):
+            with busy_core(busy):
+                print(f"{'Other core busy (a busy-loop process)' if busy else 'Quiet'}; load "
+                      f"before: {load()}\n")
+                print(markdown_table(
+                    ["case", "k", "device", "ours ms", "ref ms", "ratio", "distortion ours",
+                     "distortion ref", "target"],
+                    projection_table(args.rows, args.features, args.repeats, args.pairs,
+                                     args.srht_only)))
+                print()
     if not args.skip_fwht:
         print("fwht (normalized) vs dense X @ H_d, float32.\n")
         print(markdown_table(["d", "rows", "device", "fwht ms", "dense ms", "ratio", "target"],

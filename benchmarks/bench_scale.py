@@ -3,6 +3,7 @@
     python -m benchmarks.bench_scale falkon [--n 10000 100000] [--m 1000 ...] [--maxiter 20]
                                             [--exact-n 5000] [--lam 1e-3] [--threads 2]
     python -m benchmarks.bench_scale kmeans [--n 100000] [--d 64] [--k 16] [--iters 30]
+                                            [--busy]
     python -m benchmarks.bench_scale knm [--n 100000] [--m 5000] [--iters 5]
 
 ``falkon``: :class:`lamods.NystromKernelRidge` on HIGGS-like synthetic data (28 standard
@@ -26,7 +27,11 @@ and on float64 data, interleaved round-robin, median of ``--iters`` rounds after
 
 ``kmeans``: Lloyd iterations from the same k-means++ init, ``--iters`` iterations
 (``tol=0``, ``max_iter=iters``), lamods ``KMeans.fit`` and ``KMeans.fit_batches`` (10 batches)
-against ``sklearn.cluster.KMeans(algorithm="lloyd")``; median of 3 after a warm-up.
+against ``sklearn.cluster.KMeans(algorithm="lloyd")``; median of 5, interleaved, after a
+warm-up. Both sides run exactly ``--iters`` iterations (scikit-learn stops early only on
+strict convergence, when no label changes; the table prints each side's count), and the
+final centres are compared (max abs difference to scikit-learn's). ``--busy``: the rows again
+with a busy-loop process holding one core (``benchmarks._timing.busy_core``).
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ import time  # noqa: E402
 import torch  # noqa: E402
 
 import lamods  # noqa: E402
+from benchmarks._timing import busy_core, load  # noqa: E402
 
 D_HIGGS = 28
 
@@ -198,30 +204,37 @@ def kmeans(args: argparse.Namespace) -> None:
         return SkKMeans(args.k, init=init_n, n_init=1, max_iter=args.iters, tol=0.0,
                         algorithm="lloyd").fit(Xn)
 
-    times: dict[str, list[float]] = {"ours": [], "ours_batches": [], "sklearn": []}
     fns = {"ours": ours, "ours_batches": ours_batches, "sklearn": sk}
-    for fn in fns.values():
-        fn()
-    for _ in range(3):
-        for key, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[key].append(time.perf_counter() - t0)
-    med = {k: statistics.median(v) for k, v in times.items()}
     a, b, c = ours(), ours_batches(), sk()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"{args.n:,} x {args.d}, k = {args.k}, float64, same init")
-    print("\n| work | time (s) | ratio to scikit-learn | iterations | inertia |")
-    print("|---|---|---|---|---|")
-    for key, model, iters, inertia in (
-            ("lamods KMeans.fit", a, int(a.n_iter_), float(a.inertia_)),
-            ("lamods KMeans.fit_batches (10 batches)", b, int(b.n_iter_), float(b.inertia_)),
-            ("scikit-learn KMeans(lloyd)", c, c.n_iter_, c.inertia_)):
-        k = {"lamods KMeans.fit": "ours", "scikit-learn KMeans(lloyd)": "sklearn"}.get(
-            key, "ours_batches")
-        print(f"| {key} | {med[k]:.3f} | {med[k] / med['sklearn']:.2f} | {iters} | "
-              f"{inertia:.6g} |")
-        del model
+          f"{args.n:,} x {args.d}, k = {args.k}, float64, same init, OMP_WAIT_POLICY="
+          f"{os.environ.get('OMP_WAIT_POLICY')}")
+    print("\n| work | machine | time (s) | ratio to scikit-learn | iterations | inertia | "
+          "max abs centre diff. to scikit-learn |")
+    print("|---|---|---|---|---|---|---|")
+    ref = torch.from_numpy(c.cluster_centers_)
+    for busy in ([False, True] if args.busy else [False]):
+        with busy_core(busy):
+            before = load()
+            for fn in fns.values():
+                fn()
+            times: dict[str, list[float]] = {key: [] for key in fns}
+            for _ in range(5):
+                for key, fn in fns.items():
+                    t0 = time.perf_counter()
+                    fn()
+                    times[key].append(time.perf_counter() - t0)
+        med = {k: statistics.median(v) for k, v in times.items()}
+        where = f"{'other core busy' if busy else 'quiet'} (load {before})"
+        for key, label, iters, inertia, centres in (
+                ("ours", "lamods KMeans.fit", int(a.n_iter_), float(a.inertia_),
+                 a.cluster_centers_),
+                ("ours_batches", "lamods KMeans.fit_batches (10 batches)", int(b.n_iter_),
+                 float(b.inertia_), b.cluster_centers_),
+                ("sklearn", "scikit-learn KMeans(lloyd)", c.n_iter_, c.inertia_, ref)):
+            diff = float((centres - ref).abs().max())
+            print(f"| {label} | {where} | {med[key]:.3f} | {med[key] / med['sklearn']:.2f} | "
+                  f"{iters} | {inertia:.10g} | {diff:.1e} |")
 
 
 def main() -> None:
@@ -236,6 +249,8 @@ def main() -> None:
     p.add_argument("--d", type=int, default=64)
     p.add_argument("--k", type=int, default=16)
     p.add_argument("--iters", type=int, default=30)
+    p.add_argument("--busy", action="store_true",
+                   help="kmeans: print the rows again with a busy-loop process on one core")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     if args.what == "_falkon_one":

@@ -125,6 +125,48 @@ def test_rff_buffers_seed_and_shapes() -> None:
     assert c.log_lengthscale.grad is not None
 
 
+def test_orthogonal_rff_blocks_are_orthogonal_and_sign_symmetric() -> None:
+    # Note [orthogonal blocks]: 2 full blocks of d rows and a partial one of 3, each block's
+    # rows mutually orthogonal; with diag(R) > 0 the directions are Haar, so W[0, 0] is
+    # positive about half the time (LAPACK's unfixed Q made it negative for every seed)
+    d = 6
+    W = RandomFourierFeatures(d, 2 * d + 3, orthogonal=True, seed=1, dtype=D64).weight
+    assert W.shape == (2 * d + 3, d)
+    for block in (W[:d], W[d:2 * d], W[2 * d:]):
+        gram = block @ block.mT
+        torch.testing.assert_close(gram - torch.diag(gram.diagonal()),
+                                   torch.zeros_like(gram), rtol=0, atol=1e-12)
+    positive = sum(float(RandomFourierFeatures(4, 4, orthogonal=True, seed=s).weight[0, 0]) > 0
+                   for s in range(200))
+    assert 70 <= positive <= 130
+
+
+@pytest.mark.parametrize("shape", [(5,), (7, 5), (2, 3, 5)], ids=str)
+def test_rff_forward_is_the_closed_form_and_gradchecks(shape) -> None:
+    # Note [one pass per step]: the fused addmm / in-place cos and scale give
+    # sqrt(2/D) cos(x W^T / l + b) exactly as written, with and without grad
+    g = torch.Generator().manual_seed(21)
+    rff = RandomFourierFeatures(5, 16, lengthscale=1.7, learnable_lengthscale=True, seed=4,
+                                dtype=D64)
+    x = torch.randn(*shape, 5, generator=g, dtype=D64)[..., 0, :] if len(shape) == 1 \
+        else torch.randn(*shape, generator=g, dtype=D64)
+    ref = math.sqrt(2 / 16) * torch.cos(x @ rff.weight.mT / 1.7 + rff.bias)
+    with torch.no_grad():
+        torch.testing.assert_close(rff(x), ref, rtol=1e-13, atol=1e-13)
+    torch.testing.assert_close(rff(x), ref, rtol=1e-13, atol=1e-13)
+    assert rff(x).shape == (*shape[:-1], 16)
+    assert rff(torch.empty(0, 5, dtype=D64)).shape == (0, 16)  # no rows: no ambiguous reshape
+    xg = x.clone().requires_grad_()
+    assert torch.autograd.gradcheck(lambda t, ll: _rff_at(rff, t, ll), (xg, rff.log_lengthscale))
+    assert torch.autograd.gradgradcheck(lambda t, ll: _rff_at(rff, t, ll),
+                                        (xg, rff.log_lengthscale))
+
+
+def _rff_at(rff: RandomFourierFeatures, x: torch.Tensor, log_l: torch.Tensor) -> torch.Tensor:
+    """``rff(x)`` with ``log_lengthscale`` replaced by ``log_l`` (for gradcheck)."""
+    return torch.func.functional_call(rff, {"log_lengthscale": log_l}, (x,))
+
+
 # ---------------------------------------------------------------------------
 # Nystrom
 # ---------------------------------------------------------------------------

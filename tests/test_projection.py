@@ -65,13 +65,18 @@ def test_fwht_normalized_is_an_involution(dtype, batch_shape):
     assert fwht(x).shape == x.shape and fwht(x).dtype == dtype
 
 
-def test_fwht_blocks_of_rows_match_one_matmul():
-    # more rows than one CPU block (Note [cache blocking]), with a partial last block
-    d = 128
-    rows = CHUNK_BYTES // (d * 8)
-    x = torch.randn(2 * rows + 7, d, dtype=torch.float64)
+@pytest.mark.parametrize("d", [128, 8192], ids=["2 stages", "3 stages"])
+def test_fwht_blocks_of_rows_match_one_matmul(monkeypatch, d):
+    # more rows than one CPU block (Note [cache blocking]; the block size made small so the
+    # test stays small), with a partial last block; 3 stages ping-pong between two buffers
+    import lamods.layers.hadamard as hm
+
+    monkeypatch.setattr(hm, "CHUNK_BYTES", 16 * d * 8)
+    assert len(_radices(d)) == (2 if d == 128 else 3)
+    x = torch.randn(2 * 16 + 7, d, dtype=torch.float64)
     assert_close(fwht(x, normalized=False), x @ hadamard_matrix(d, dtype=torch.float64),
                  what="blocked fwht")
+    assert CHUNK_BYTES >= 1 << 28  # one block for a (10000, 4096) float32 input
 
 
 def test_fwht_non_contiguous_and_empty_inputs():

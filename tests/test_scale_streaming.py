@@ -461,3 +461,65 @@ def test_nmf_two_gloo_processes_equal_one_process(tmp_path):
             H, err = torch.load(f"{out}.{rank}")[loss]
             torch.testing.assert_close(H, ref.components_, rtol=1e-10, atol=1e-12)
             torch.testing.assert_close(err, ref.reconstruction_err_, rtol=1e-10, atol=0)
+
+
+def test_fused_assign_step_equals_brute_force_over_blocks():
+    # Note [fused assign]: blocks of 64 rows (the last one partial) give the argmin of the
+    # exact distances and the per-cluster sums of an independent index_add
+    from lamods._lloyd import estep
+
+    g = torch.Generator().manual_seed(11)
+    X = torch.randn(1000, 7, generator=g, dtype=F64)
+    C = torch.randn(5, 7, generator=g, dtype=F64)
+    ref = torch.cdist(X, C).argmin(1)
+    labels, sums = estep(X, C, 64, sums=True)
+    assert torch.equal(labels, ref)
+    torch.testing.assert_close(sums, torch.zeros(5, 7, dtype=F64).index_add_(0, ref, X),
+                               rtol=1e-13, atol=1e-13)
+    labels2, part = estep(X, C, 64, sums=False)
+    assert torch.equal(labels2, ref)
+    exact = (X[:, None] - C).square().sum(-1).min(1).values
+    torch.testing.assert_close(part + X.square().sum(1), exact, rtol=1e-12, atol=1e-12)
+
+
+def test_fit_batches_rejects_a_nonfinite_batch_on_a_later_pass():
+    # the later passes check finiteness on each batch's sums (no extra pass over it)
+    X, _ = blobs(seed=8)
+    bad = X[:100].clone()
+    bad[3, 1] = float("nan")
+
+    class Flaky:
+        """The first pass reads finite batches, the later ones a NaN."""
+
+        def __init__(self):
+            self.passes = 0
+
+        def __iter__(self):
+            self.passes += 1
+            yield X[:100] if self.passes == 1 else bad
+            yield X[100:]
+
+    with pytest.raises(ValueError, match=r"^KMeans.fit_batches: expected a finite X, got 1 NaN "
+                                         r"or infinite entries$"):
+        lamods.KMeans(5, init=X[:5].clone(), tol=0.0).fit_batches(Flaky())
+
+
+def test_fit_and_fit_batches_equal_sklearn_after_the_same_iterations():
+    # fixed iteration count on both sides (tol = 0 and max_iter below scikit-learn's strict
+    # convergence), several assign blocks (chunk_rows gives 4096 rows at k = 16)
+    from sklearn.cluster import KMeans as SkKMeans
+
+    g = torch.Generator().manual_seed(12)
+    X = torch.randn(9000, 8, generator=g, dtype=F64) + 3.0
+    init = X[:16].clone()
+    sk = SkKMeans(16, init=init.numpy(), n_init=1, max_iter=5, tol=0.0,
+                  algorithm="lloyd").fit(X.numpy())
+    assert sk.n_iter_ == 5
+    full = lamods.KMeans(16, init=init, max_iter=5, tol=0.0).fit(X)
+    streamed = lamods.KMeans(16, init=init, max_iter=5, tol=0.0).fit_batches(torch.chunk(X, 3))
+    for model in (full, streamed):
+        assert int(model.n_iter_) == 5
+        torch.testing.assert_close(model.cluster_centers_, torch.from_numpy(sk.cluster_centers_),
+                                   rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(float(model.inertia_), sk.inertia_, rtol=1e-10, atol=0)
+    assert torch.equal(full.labels_, torch.from_numpy(sk.labels_).long())

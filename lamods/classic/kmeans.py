@@ -76,6 +76,7 @@ from lamods._lloyd import (
     kmeans_plusplus_rows,
     lloyd,
 )
+from lamods._precision import pow2_at_least
 from lamods._random import check_randomness, make_generator
 from lamods._validation import (
     as_float_tensor,
@@ -278,9 +279,16 @@ class KMeans(Estimator):
         inertia = frame.back_sq((dpart + Xs.square().sum(1)).clamp_min(0).sum())
         return sums, counts, inertia
 
-    def _batch_input(self, name: str, method: str, X: object, ref: Tensor | None) -> Tensor:
-        """A finite batch; after the first, of ``ref``'s width and dtype."""
-        X = self._fit_input(method, X, adopt=ref is None)
+    def _batch_input(self, name: str, method: str, X: object, ref: Tensor | None, *,
+                     finite: bool = True) -> Tensor:
+        """A batch (finite unless ``finite`` is False: then the caller checks); after the
+        first, of ``ref``'s width and dtype."""
+        if finite:
+            X = self._fit_input(method, X, adopt=ref is None)
+        else:
+            X = as_float_tensor(name, X, dtype=self.dtype, device=self.device)
+            if X.dim() != 2 or X.shape[0] == 0:
+                check_data(name, X)
         if ref is not None:
             if X.shape[1] != ref.shape[1]:
                 raise ValueError(f"{name}: expected batches with {ref.shape[1]} features (as "
@@ -346,29 +354,46 @@ class KMeans(Estimator):
             raise TypeError(f"{name}: expected a re-iterable of batches (a list, a tuple or a "
                             f"DataLoader; Lloyd reads it once per iteration), got a one-shot "
                             f"{type(batches).__name__}")
-        # first pass: initial centres, and the totals for tol (sum x, sum x^2, n)
+        # first pass: initial centres, and the totals for tol and the frame (sum x, sum x^2,
+        # n; the largest |x|)
         C: Tensor | None = None
         tot = None
+        peak = None
         for X in rows():
             X = self._batch_input(name, "fit_batches", X, C)
             if C is None:
                 C = self._initial_centers(name, X)
             t = torch.cat([X.sum(0), X.square().sum().reshape(1), X.new_tensor([X.shape[0]])])
             tot = t if tot is None else tot + t
-        assert C is not None and tot is not None
+            p = X.abs().amax()
+            peak = p if peak is None else torch.maximum(peak, p)
+        assert C is not None and tot is not None and peak is not None
         d = C.shape[1]
         tot = all_reduce_sum(tot)
         n = float(tot[-1])
         # mean per-feature variance: (sum x^2 - n ||mean||^2) / (n d)
         var = float((tot[d] - tot[:d].square().sum() / n).clamp_min(0)) / (n * d)
         tol = self.tol * var
+        # Note [k-means over batches]: one frame for the whole fit (centred on the global mean,
+        # Note [k-means scaling]), so each batch costs one pass to apply it and one fused
+        # assign + sum pass (Note [fused assign] in lamods._lloyd); the finiteness of the later
+        # passes' batches is checked on their (k, d) sums, which a NaN or infinity reaches
+        mean = (tot[:d] / n).unsqueeze(0)
+        frame = ScaledFrame(mean, pow2_at_least(peak + mean.abs().amax()).reshape(1, 1))
+        chunk = chunk_rows(0, self.n_clusters, C.device)
         it = 0
         for it in range(1, self.max_iter + 1):  # noqa: B007 (it is kept)
+            Cs = frame.apply(C)
             acc = torch.zeros(self.n_clusters, d + 1, dtype=C.dtype, device=C.device)
             for X in rows():
-                X = self._batch_input(name, "fit_batches", X, C)
-                sums, counts, _ = self._batch_stats(X, C)
-                acc += torch.cat([sums, counts[:, None]], 1)
+                X = self._batch_input(name, "fit_batches", X, C, finite=False)
+                labels, sums = estep(frame.apply(X), Cs, chunk, sums=True)
+                counts = torch.bincount(labels, minlength=self.n_clusters).to(X.dtype)
+                if not bool(torch.isfinite(sums).all()):
+                    check_data(name, X)  # names the non-finite entries
+                # sum_j x = s sum_j x' + n_j c (the frame's centre c)
+                acc[:, :-1] += torch.addcmul(counts[:, None] * frame.c, sums, frame.s)
+                acc[:, -1] += counts
             acc = all_reduce_sum(acc)
             counts = acc[:, -1]
             # c_j = sum_j / count_j; an empty cluster keeps its centre

@@ -19,11 +19,19 @@ Radix-2 butterflies (``log2 d`` elementwise passes over memory) and
 transpose-then-GEMM stages both measured slower on CPU (see
 ``benchmarks/bench_projection.py``).
 
-Note [cache blocking]: on CPU the stages run on blocks of rows of about 2 MiB,
-ping-ponging between two small scratch buffers that stay in cache and writing
-the last stage straight into the output. Allocating a fresh full-size tensor
-per stage costs page faults that measured slower than the matmuls themselves.
-Under ``torch.compile`` and on CUDA the same stages run as whole-tensor ops.
+Note [cache blocking]: on CPU the stages run on blocks of rows of up to 256 MiB,
+ping-ponging between scratch buffers (allocated once per call, only as many as the
+stages need) and writing the last stage straight into the output. Allocating a fresh
+full-size tensor per stage costs page faults that measured slower than the matmuls
+themselves. The blocks were 2 MiB (cache-sized) before; that issued two parallel
+regions per 2 MiB, hundreds per call, and with OpenMP's default (spinning) wait
+policy every region waited for a thread descheduled by another process: at
+(10000, 4096) float32 on a 2-core machine with other jobs running, ``SRHTProjection``
+took 1.35x a dense ``X @ W`` (1.34x with a busy-loop process added) against 0.23x
+(0.34x) with one block per stage: two parallel regions per call
+(``benchmarks/bench_projection.py --busy``). With one thread, or with
+``OMP_WAIT_POLICY=PASSIVE``, 2 MiB blocks were at most 15% faster than one block. Under
+``torch.compile`` and on CUDA the same stages run as whole-tensor ops.
 
 Note [adjoint]: the transform is linear and :math:`H_d^T = H_d`, so the
 backward of :math:`y = s\,x H_d` is :math:`g \mapsto s\,g H_d`: the same
@@ -46,8 +54,8 @@ __all__ = ["fwht", "hadamard_matrix"]
 
 #: Largest dense Hadamard block applied per stage (Note [radix-m stages]).
 MAX_RADIX = 64
-#: Bytes of rows processed per block on CPU (Note [cache blocking]).
-CHUNK_BYTES = 1 << 21
+#: Most bytes of rows processed per block on CPU (Note [cache blocking]).
+CHUNK_BYTES = 1 << 28
 
 
 def _is_power_of_two(n: int) -> bool:
@@ -140,15 +148,20 @@ def _fwht_2d(x: Tensor, scale: float) -> Tensor:
     # Note [cache blocking]
     out = torch.empty_like(x)
     rows = max(1, CHUNK_BYTES // (d * x.element_size()))
-    scratch = [torch.empty(min(rows, n_rows), d, dtype=x.dtype, device=x.device)
-               for _ in range(2)]
+    scratch: list[Tensor] = []
     last = len(radices) - 1
     for r0 in range(0, n_rows, rows):
         r1 = min(n_rows, r0 + rows)
         src, c = x[r0:r1], d
         for i, (m, h) in enumerate(zip(radices, mats)):
             c //= m
-            dst = out[r0:r1] if i == last else scratch[i % 2][: r1 - r0]
+            if i == last:
+                dst = out[r0:r1]
+            else:
+                if len(scratch) <= i % 2:
+                    scratch.append(torch.empty(min(rows, n_rows), d, dtype=x.dtype,
+                                               device=x.device))
+                dst = scratch[i % 2][: r1 - r0]
             src = _stage(src, h, m, c, dst)
     return out
 

@@ -30,9 +30,11 @@ class RandomFourierFeatures(nn.Module):
 
     so :math:`E[z(x)^T z(y)] = \exp(-\|x-y\|^2 / (2 l^2))` with error
     :math:`O(1/\sqrt D)`. ``orthogonal=True`` draws orthogonal random features
-    (Yu et al., 2016): blocks of :math:`d` rows of :math:`Q` from the QR of a
-    Gaussian matrix, each row scaled by an independent chi-distributed norm
-    (the norm of a fresh Gaussian vector), which lowers the variance.
+    (Yu et al., 2016): blocks of :math:`d` rows of :math:`Q^T`, :math:`Q` from the QR of a
+    Gaussian matrix with :math:`\operatorname{diag} R > 0` (so :math:`Q` is Haar-distributed;
+    the last block keeps only :math:`D \bmod d` columns and draws only those), each row
+    scaled by an independent chi-distributed norm (the norm of a fresh Gaussian vector),
+    which lowers the variance.
 
     ``W`` and ``b`` are buffers (drawn on the CPU in float64 from ``seed`` or
     ``generator``, then cast), so ``state_dict`` and ``.to()`` carry them.
@@ -73,11 +75,17 @@ class RandomFourierFeatures(nn.Module):
         opts = {"generator": gen, "device": generator_device(gen), "dtype": torch.float64}
         if orthogonal:
             blocks = []
-            for _ in range(-(-D // d)):
-                Q, _ = torch.linalg.qr(torch.randn(d, d, **opts))
-                norms = torch.randn(d, d, **opts).norm(dim=1)  # chi(d)-distributed row norms
-                blocks.append(norms[:, None] * Q)
-            W = torch.cat(blocks)[:D]
+            for start in range(0, D, d):
+                # Note [orthogonal blocks]: r orthonormal directions are the columns of the
+                # reduced QR of a (d, r) Gaussian matrix with diag(R) > 0 (the columns of a
+                # Haar-distributed orthogonal matrix, Mezzadri 2007); the last block draws
+                # only the r = D mod d columns it keeps (cost d r^2 instead of d^3)
+                r = min(d, D - start)
+                Q, R = torch.linalg.qr(torch.randn(d, r, **opts))
+                Q = Q * torch.where(R.diagonal() < 0, -1.0, 1.0)
+                norms = torch.randn(r, d, **opts).norm(dim=1)  # chi(d)-distributed row norms
+                blocks.append(norms[:, None] * Q.mT)
+            W = torch.cat(blocks)
         else:
             W = torch.randn(D, d, **opts)  # W_ij ~ N(0, 1)
         b = torch.rand(D, **opts) * (2 * math.pi)  # b ~ U(0, 2 pi)
@@ -95,7 +103,13 @@ class RandomFourierFeatures(nn.Module):
         check_like("RandomFourierFeatures", x, self.weight)
         l = self.lengthscale.to(x.dtype)  # noqa: E741
         # z(x) = sqrt(2/D) cos(x W^T / l + b)
-        return math.sqrt(2.0 / self.n_features) * torch.cos(x @ self.weight.mT / l + self.bias)
+        # Note [one pass per step]: 1/l scales the (D, d) weight rather than the (n, D)
+        # product and b rides on the GEMM (addmm), so the (n, D) block is written by the
+        # GEMM, then by cos and the scale in place: three passes instead of five (the
+        # in-place scale is autograd-safe: cos saves its input, not its output)
+        z = torch.addmm(self.bias, x.reshape(-1, x.shape[-1]), self.weight.mT / l)
+        z = z.cos_() if not (torch.is_grad_enabled() and z.requires_grad) else z.cos()
+        return z.mul_(math.sqrt(2.0 / self.n_features)).reshape(*x.shape[:-1], self.n_features)
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, n_features={self.n_features}, "
