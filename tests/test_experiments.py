@@ -34,7 +34,7 @@ from lamods import ManualMLP
 EXPERIMENTS = sorted(p.stem for p in (CONFIGS / "exp").glob("*.yaml"))
 #: experiments with their own test file (not classification): tests/test_experiments_recsys.py,
 #: tests/test_experiments_classic.py
-OWN_TESTS = {"mf_movielens", "clustering_digits", "linreg"}
+OWN_TESTS = {"mf_movielens", "mf_sgd_movielens", "clustering_digits", "linreg"}
 #: issue 17's studies (no data module, nothing trained): tests/test_experiments_labs.py
 OWN_TESTS |= {"lsa_stdlib", "image_svd", "stability_lab", "spectral_pictures"}
 #: the MNIST variants of pca/kernel/randproj_digits: run on the local MNIST copy in

@@ -1,4 +1,6 @@
-"""The rating experiment: MovieLens data module, RatingTask, ``+exp=mf_movielens`` end to end.
+"""The rating experiments: MovieLens data module, RatingTask and GibbsRatingTask,
+``+exp=mf_movielens`` (Bayesian MF, one Gibbs sweep per epoch) and ``+exp=mf_sgd_movielens``
+(SGD) end to end.
 
 Runs on a tiny MovieLens-format ``u.data`` generated in ``tmp_path`` (no network, no shared
 data): low-rank ratings rounded to the 1..5 scale.
@@ -13,14 +15,16 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
-from experiment_helpers import QUIET, make_cfg
+from experiment_helpers import QUIET, SigtermAfter, make_cfg
 
+import experiments.tasks.gibbs_rating as gibbs_module
 import experiments.tasks.rating as rating_module
 from experiments.data import MovieLensDataModule
 from experiments.run import run
+from experiments.tasks.gibbs_rating import GibbsRatingTask
 from experiments.tasks.rating import RECOMMENDATIONS_FILE, RatingTask
 from experiments.train import build
-from lamods.recsys import MatrixFactorization, rmse, synthetic_ratings
+from lamods.recsys import MatrixFactorization, fit_gibbs, rmse, synthetic_ratings
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*(LeafSpec|many workers).*")
 
@@ -45,16 +49,21 @@ def data_root(tmp_path) -> Path:
     return tmp_path / "data"
 
 
-def exp(data_root: Path, *extra: str) -> list[str]:
-    return ["+exp=mf_movielens", f"data.root={data_root}", "data.download=false",
+def exp(data_root: Path, *extra: str, name: str = "mf_movielens") -> list[str]:
+    return [f"+exp={name}", f"data.root={data_root}", "data.download=false",
             "data.verify=false",
             "data.batch_size=256", *QUIET, *extra]
 
 
-def test_experiment_runs_end_to_end(data_root, tmp_path):
+#: the Gibbs experiment, short: 2 sweeps of burn-in, 3 kept draws
+SHORT_CHAIN = ["task.burn_in=2", "task.samples=3", "trainer.max_epochs=5"]
+
+
+@pytest.mark.parametrize("name", ["mf_movielens", "mf_sgd_movielens"])
+def test_experiment_runs_end_to_end(data_root, tmp_path, name):
     out = tmp_path / "run"
-    metrics = run(make_cfg(exp(data_root, "trainer.max_epochs=4"), out))
-    assert metrics["name"] == "mf_movielens" and metrics["epochs"] == 4
+    metrics = run(make_cfg(exp(data_root, "trainer.max_epochs=4", name=name), out))
+    assert metrics["name"] == name and metrics["epochs"] == 4
     for key in ("test/rmse", "test/mae", "test/precision@10", "test/recall@10",
                 "test/ndcg@10", "val/rmse_best"):
         assert key in metrics, key
@@ -73,10 +82,62 @@ def test_experiment_runs_end_to_end(data_root, tmp_path):
         assert all(1 <= e["predicted"] <= 5 for e in r["items"])
 
 
-def test_training_lowers_the_error(data_root, tmp_path):
-    short = run(make_cfg(exp(data_root, "trainer.max_epochs=1", "plots=false"), tmp_path / "a"))
-    long = run(make_cfg(exp(data_root, "trainer.max_epochs=8", "plots=false"), tmp_path / "b"))
+@pytest.mark.parametrize("name", ["mf_movielens", "mf_sgd_movielens"])
+def test_training_lowers_the_error(data_root, tmp_path, name):
+    short = run(make_cfg(exp(data_root, "trainer.max_epochs=1", "plots=false", name=name),
+                         tmp_path / "a"))
+    long = run(make_cfg(exp(data_root, "trainer.max_epochs=8", "plots=false", name=name),
+                        tmp_path / "b"))
     assert long["test/rmse"] < short["test/rmse"]
+
+
+def test_gibbs_experiment_is_fit_gibbs_posterior_mean(data_root, tmp_path):
+    """Epoch by epoch through Lightning, the tested model is fit_gibbs's (same seed, same
+    split, same draws): the posterior mean of the kept draws."""
+    cfg = make_cfg(exp(data_root, *SHORT_CHAIN, "plots=false", "seed=3"), tmp_path)
+    metrics = run(cfg)
+    datamodule, _ = build(cfg)
+    datamodule.setup()
+    train, test = datamodule.splits["train"], datamodule.splits["test"]
+    reference, _ = fit_gibbs(train, 10, samples=3, burn_in=2, implicit=True, implicit_reg=1.0,
+                             seed=3, dtype=torch.float32)
+    task = GibbsRatingTask.load_from_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
+    ours = task.posterior.predict(test.users, test.items)
+    torch.testing.assert_close(ours, reference.predict(test.users, test.items),
+                               rtol=1e-5, atol=1e-5)
+    # the last epoch's average is the best on this data, and it is what was tested
+    assert metrics["test/rmse"] == pytest.approx(float(rmse(ours, test.ratings)), abs=1e-5)
+
+
+def test_gibbs_experiment_resumes_with_the_same_draws(data_root, tmp_path):
+    """Stopped by SIGTERM after 3 of 5 sweeps and resumed from last.ckpt, the chain draws what
+    an unstopped run draws: the same test metrics to the last digit."""
+    base = exp(data_root, *SHORT_CHAIN, "plots=false")
+    whole = run(make_cfg(base, tmp_path / "whole"))
+    out = tmp_path / "stopped"
+    sigterm = [f"+callbacks.sigterm._target_={SigtermAfter.__module__}.SigtermAfter",
+               "+callbacks.sigterm.epochs=3"]
+    with pytest.raises(SystemExit):
+        run(make_cfg([*base, *sigterm], out))
+    resumed = run(make_cfg([*base, f"ckpt_path={out / 'checkpoints' / 'last.ckpt'}"], out))
+    for key in ("test/rmse", "test/mae", "test/ndcg@10", "val/rmse_best", "epochs"):
+        assert resumed[key] == whole[key], key
+
+
+def test_gibbs_task_refuses_more_epochs_than_draws(data_root, tmp_path):
+    cfg = make_cfg(exp(data_root, "task.burn_in=2", "task.samples=3", "trainer.max_epochs=6",
+                       "plots=false"), tmp_path)
+    with pytest.raises(ValueError, match=r"GibbsRatingTask: expected trainer.max_epochs <= "
+                                         r"burn_in \+ samples = 5 \(one sweep per epoch\), "
+                                         "got 6"):
+        run(cfg)
+    with pytest.raises(ValueError, match="GibbsRatingTask: expected samples >= 1, burn_in >= 0 "
+                                         r"\(ints\) and implicit_reg > 0, got samples=0"):
+        GibbsRatingTask(MatrixFactorization(5, 7, 3), samples=0)
+    with pytest.raises(ValueError, match="GibbsRatingTask: expected net to be a biased "
+                                         "MatrixFactorization without the SVD\\+\\+ term, "
+                                         "got biased=True, implicit=True"):
+        GibbsRatingTask(MatrixFactorization(5, 7, 3, implicit=True))
 
 
 def test_build_sizes_the_model_from_the_data(data_root, tmp_path):
@@ -150,6 +211,7 @@ def test_missing_data_and_bad_options_explain(tmp_path):
         RatingTask(torch.nn.Linear(2, 1), torch.optim.Adam)
 
 
-def test_rating_docstring_examples():
-    result = doctest.testmod(rating_module, optionflags=doctest.ELLIPSIS)
+@pytest.mark.parametrize("module", [rating_module, gibbs_module])
+def test_rating_docstring_examples(module):
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0

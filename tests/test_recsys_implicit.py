@@ -225,3 +225,27 @@ def test_planted_ratings_are_exact_in_count_and_low_rank() -> None:
             "planted_ratings: expected n_ratings <= n_users * n_items (6), got 7")):
         planted_ratings(2, 3, 7, 1)
     assert np.isfinite(data.ratings.numpy()).all()
+
+
+def test_bpr_negatives_same_draws_by_table_or_binary_search(
+        monkeypatch: pytest.MonkeyPatch, interactions) -> None:
+    """Note [negative draws]: the dense table and the sorted keys find the same hits, so the
+    same seed draws the same negatives (and fits the same model)."""
+    from lamods.recsys import implicit
+
+    _, train, _ = interactions
+    dense = implicit._seen_table(train.users, train.items, train.n_users, train.n_items)
+    monkeypatch.setattr(implicit, "DENSE_SEEN_MAX", 0)
+    keys = implicit._seen_table(train.users, train.items, train.n_users, train.n_items)
+    assert dense.dtype == torch.bool and keys.dtype == torch.int64
+    users = train.users.repeat(3)
+    a = implicit._negatives(users, dense, train.n_items, torch.Generator().manual_seed(5))
+    b = implicit._negatives(users, keys, train.n_items, torch.Generator().manual_seed(5))
+    assert torch.equal(a, b)
+    by_search = MatrixFactorization(train.n_users, train.n_items, 4, init_std=0.01)
+    by_table = MatrixFactorization(train.n_users, train.n_items, 4, init_std=0.01)
+    by_table.load_state_dict(by_search.state_dict())
+    fit_bpr(by_search, train, epochs=2, batch_size=256, seed=1)
+    monkeypatch.setattr(implicit, "DENSE_SEEN_MAX", 1 << 28)
+    fit_bpr(by_table, train, epochs=2, batch_size=256, seed=1)
+    assert torch.equal(by_search.item_factors, by_table.item_factors)

@@ -640,3 +640,115 @@ def test_gibbs_implicit_refuses_a_side_too_large_for_its_dense_gram(
         fit_gibbs(data, 2, samples=1, burn_in=0, implicit=True)
     with pytest.raises(ValueError, match="fit_gibbs: expected implicit_reg > 0, got 0.0"):
         fit_gibbs(data, 2, samples=1, implicit_reg=0.0)
+
+
+# -- the Gibbs chain one sweep at a time (issue 16): checkpointable, same draws ------------
+def test_gibbs_sampler_continues_exactly_from_its_state(synthetic) -> None:
+    from lamods.recsys import GibbsSampler
+
+    _, train, _ = synthetic
+    whole = GibbsSampler(train, 3, implicit=True, seed=4)
+    for _ in range(5):
+        x_u, x_i = whole.sweep()
+    first = GibbsSampler(train, 3, implicit=True, seed=4)
+    for _ in range(2):
+        first.sweep()
+    state = first.state_dict()
+    first.sweep()  # the saved state is a copy: later sweeps do not change it
+    resumed = GibbsSampler(train, 3, implicit=True, seed=99)
+    resumed.load_state_dict(state)
+    assert resumed.sweeps == 2
+    for _ in range(3):
+        y_u, y_i = resumed.sweep()
+    assert torch.equal(x_u, y_u) and torch.equal(x_i, y_i)
+    assert resumed.alpha == whole.alpha and resumed.sweeps == 5
+
+
+def test_gibbs_sampler_is_fit_gibbs_and_checks_its_state(synthetic) -> None:
+    from lamods.recsys import GibbsSampler
+
+    _, train, test = synthetic
+    chain = GibbsSampler(train, 2, seed=1)
+    draws = [tuple(x.clone() for x in chain.sweep()) for _ in range(4)]
+    model, _ = fit_gibbs(train, 2, samples=2, burn_in=2, seed=1)
+    # posterior mean of draws 3 and 4, by hand
+    mu = train.global_mean
+    u, i = test.users, test.items
+    by_hand = sum(mu + x_u[u, 2] + x_i[i, 2] + (x_u[u, :2] * x_i[i, :2]).sum(1)
+                  for x_u, x_i in draws[2:]) / 2
+    lo, hi = train.rating_range
+    by_hand = by_hand.clamp(lo, hi).to(model.user_factors.dtype)
+    torch.testing.assert_close(model.predict(u, i), by_hand)
+    state = chain.state_dict()
+    with pytest.raises(ValueError, match=re.escape(
+            "GibbsSampler.load_state_dict: expected the keys ['alpha', 'generator', 'lam_i', "
+            "'lam_u', 'mean_i', 'mean_u', 'sweeps', 'x_i', 'x_u'], got ['alpha']")):
+        chain.load_state_dict({"alpha": state["alpha"]})
+    with pytest.raises(ValueError, match=re.escape(
+            f"GibbsSampler.load_state_dict: expected x_u of shape ({train.n_users}, 3), "
+            f"got ({train.n_users}, 4)")):
+        chain.load_state_dict({**state, "x_u": torch.zeros(train.n_users, 4)})
+    with pytest.raises(TypeError, match="GibbsSampler: expected train as a Ratings, got list"):
+        GibbsSampler([], 2)
+
+
+@pytest.mark.parametrize("budget", [1 << 24, 40])
+def test_gibbs_side_gram_is_the_dense_gram(monkeypatch: pytest.MonkeyPatch, budget) -> None:
+    """Note [sparse Gram]: M^T M by sparse M^T times dense column blocks, any block size."""
+    from lamods.recsys import bayes
+    from lamods.recsys._rows import RowIndex
+
+    monkeypatch.setattr(bayes, "BUDGET", budget)
+    g = torch.Generator().manual_seed(0)
+    pairs = torch.randperm(23 * 17, generator=g)[:150]
+    rows, cols = pairs // 17, pairs % 17
+    values = torch.randn(150, generator=g, dtype=torch.float64)
+    index, transpose = RowIndex(rows, cols, 23, 17), RowIndex(cols, rows, 17, 23)
+    dense = torch.zeros(23, 17, dtype=torch.float64)
+    dense[rows, cols] = values
+    torch.testing.assert_close(bayes._gram_of_rows(index, transpose, values), dense.T @ dense)
+    torch.testing.assert_close(bayes._gram_of_rows(transpose, index, values), dense @ dense.T)
+
+
+def test_gibbs_draws_do_not_depend_on_how_the_grams_are_summed(
+        monkeypatch: pytest.MonkeyPatch, synthetic) -> None:
+    """Same seed, same draws to rounding, whether the side Gram is the sparse product or the
+    dense one (the code before Note [sparse Gram])."""
+    from lamods.recsys import bayes
+
+    _, train, test = synthetic
+    fast, _ = fit_gibbs(train, 3, samples=4, burn_in=2, implicit=True, seed=2)
+
+    def dense_gram(index, transpose, values):
+        m = index.matrix(values.double()).to_dense()
+        return m.T @ m
+
+    monkeypatch.setattr(bayes, "_gram_of_rows", dense_gram)
+    slow, _ = fit_gibbs(train, 3, samples=4, burn_in=2, implicit=True, seed=2)
+    torch.testing.assert_close(fast.predict(test.users, test.items),
+                               slow.predict(test.users, test.items), rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_row_systems_are_the_per_row_normal_equations(weighted) -> None:
+    """Note [row Gram matrices]: the packed upper triangle of the outer path gives the full,
+    symmetric G_r = sum_j w_rj z_j z_j^T and b_r = sum_j t_rj z_j of a loop over the rows."""
+    from lamods.recsys._rows import RowIndex
+
+    g = torch.Generator().manual_seed(1)
+    pairs = torch.randperm(30 * 20, generator=g)[:200]
+    rows, cols = pairs // 20, pairs % 20
+    z = torch.randn(20, 5, generator=g, dtype=torch.float64)
+    t = torch.randn(200, generator=g, dtype=torch.float64)
+    w = torch.rand(200, generator=g, dtype=torch.float64) if weighted else None
+    got = {}
+    for r, gram, rhs in RowIndex(rows, cols, 30, 20).systems(z, t, w):
+        for j, row in enumerate(r.tolist()):
+            got[row] = (gram[j], rhs[j])
+    assert sorted(got) == sorted(set(rows.tolist()))
+    for row, (gram, rhs) in got.items():
+        mine = rows == row
+        zr = z[cols[mine]]
+        wr = w[mine] if weighted else torch.ones(int(mine.sum()), dtype=torch.float64)
+        torch.testing.assert_close(gram, (zr * wr[:, None]).T @ zr)
+        torch.testing.assert_close(rhs, zr.T @ t[mine])

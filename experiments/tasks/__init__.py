@@ -7,6 +7,7 @@ a line below. ``Task.load_from_checkpoint(path)`` rebuilds any of them from a ch
 
 from experiments.tasks.base import Task
 from experiments.tasks.classification import ClassificationTask
+from experiments.tasks.gibbs_rating import GibbsRatingTask
 from experiments.tasks.rating import RatingTask
 
-__all__ = ["ClassificationTask", "RatingTask", "Task"]
+__all__ = ["ClassificationTask", "GibbsRatingTask", "RatingTask", "Task"]

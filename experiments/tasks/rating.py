@@ -98,8 +98,14 @@ class RatingTask(Task):
             {f"{s}_rmse": MeanSquaredError(squared=False) for s in stages})
         self.mae = torch.nn.ModuleDict({f"{s}_mae": MeanAbsoluteError() for s in stages})
 
+    @property
+    def predictor(self) -> MatrixFactorization:
+        """The model whose predictions are scored (val/test metrics, ranking metrics,
+        recommendations): ``net`` here; a subclass may keep another (a posterior mean)."""
+        return self.net
+
     def forward(self, user_ids: Tensor, item_ids: Tensor) -> Tensor:
-        return self.net(user_ids, item_ids)
+        return self.predictor(user_ids, item_ids)
 
     def _attached_datamodule(self) -> Any:
         """The trainer's data module, or ``None`` when the task is not attached to one."""
@@ -136,18 +142,25 @@ class RatingTask(Task):
                      sync_dist=True, batch_size=n)
         else:
             loss = torch.zeros((), device=ratings.device)
-        pred = self.net.predict(users, items)  # clipped to the rating scale, no gradient
+        self.score(batch, stage)
+        return loss
+
+    def score(self, batch: tuple[Tensor, Tensor, Tensor], stage: str) -> None:
+        """Update and log ``{stage}/rmse`` and ``{stage}/mae`` of :attr:`predictor` on ``batch``."""
+        users, items, ratings = batch
+        n = len(ratings)
+        pred = self.predictor.predict(users, items)  # clipped to the rating scale, no gradient
         rmse, mae = self.rmse[f"{stage}_rmse"], self.mae[f"{stage}_mae"]
         rmse(pred, ratings)
         mae(pred, ratings)
         self.log(f"{stage}/rmse", rmse, on_step=False, on_epoch=True, prog_bar=stage != "train",
                  batch_size=n)
         self.log(f"{stage}/mae", mae, on_step=False, on_epoch=True, batch_size=n)
-        return loss
 
     def on_test_epoch_end(self) -> None:
         test = self._data("test")
-        ranking = ranking_metrics(self.net, test.to(self.net.user_factors.device), k=self.k,
+        model = self.predictor
+        ranking = ranking_metrics(model, test.to(model.user_factors.device), k=self.k,
                                   threshold=self.threshold)
         for name in ("precision", "recall", "ndcg"):
             key = f"{name}@{self.k}"
@@ -164,11 +177,12 @@ class RatingTask(Task):
         ``held_out`` is the user's test rating of that item (``None`` if not in ``test``),
         ``title`` is there when the data module knows titles (ML-100K's ``u.item``).
         """
-        n_users = min(self.n_recommend, self.net.n_users)
-        device = self.net.user_factors.device
+        model = self.predictor
+        n_users = min(self.n_recommend, model.n_users)
+        device = model.user_factors.device
         users = torch.arange(n_users, device=device)
-        items, _ = self.net.recommend(users, min(self.k, self.net.n_items))
-        predicted = self.net.predict(users.unsqueeze(1).expand_as(items), items)
+        items, _ = model.recommend(users, min(self.k, model.n_items))
+        predicted = model.predict(users.unsqueeze(1).expand_as(items), items)
         datamodule = self._attached_datamodule()
         data = getattr(datamodule, "data", None)
         user_ids = getattr(data, "user_ids", None)

@@ -22,7 +22,7 @@
 """
 
 from lamods.recsys.als import fit_als, ridge_rows
-from lamods.recsys.bayes import fit_gibbs
+from lamods.recsys.bayes import GibbsSampler, fit_gibbs
 from lamods.recsys.distributed import fit_als_sharded, shard_range
 from lamods.recsys.implicit import bpr_loss, fit_bpr, fit_wals, wals_loss
 from lamods.recsys.items import read_item_titles as read_item_titles
@@ -51,6 +51,7 @@ from lamods.recsys.tuning import Selection, parameter_grid, select_by_validation
 __all__ = [
     "VARIANTS",
     "FitHistory",
+    "GibbsSampler",
     "MatrixFactorization",
     "MovieLens",
     "Ratings",

@@ -54,6 +54,7 @@ from torch import Tensor
 
 from lamods._random import make_generator
 from lamods._validation import (
+    check_finite,
     check_finite_loss,
     check_nonnegative_int,
     check_positive,
@@ -65,7 +66,7 @@ from lamods.recsys.mf import MatrixFactorization
 from lamods.recsys.movielens import Ratings
 from lamods.recsys.train import FitHistory, prepare
 
-__all__ = ["fit_gibbs"]
+__all__ = ["GibbsSampler", "fit_gibbs"]
 
 #: Largest min(n_users, n_items) for implicit=True (the dual Gram is that size, dense).
 MAX_SIDE_DIM = 10_000
@@ -154,19 +155,28 @@ def _normal_wishart(X: Tensor, generator: torch.Generator, *, beta0: float = 2.0
     return mu, lam
 
 
-def _gram_of_rows(index: RowIndex, values: Tensor) -> Tensor:
-    r""":math:`M^\top M` (float64, dense ``n_cols x n_cols``) of the sparse matrix ``index`` holds
-    with ``values`` (input order), summed over dense blocks of at most ``BUDGET`` floats."""
-    m = index.n_cols
-    vals = values[index.order].double()
-    gram = torch.zeros(m, m, dtype=torch.float64, device=values.device)
-    step = max(1, BUDGET // max(m, 1))
-    for a in range(0, index.n_rows, step):
-        e = min(a + step, index.n_rows)
-        lo, hi = int(index.crow[a]), int(index.crow[e])
-        block = _csr(index.crow[a:e + 1] - lo, index.col[lo:hi], vals[lo:hi],
-                     (e - a, m)).to_dense()
-        gram += block.T @ block
+def _gram_of_rows(index: RowIndex, transpose: RowIndex, values: Tensor) -> Tensor:
+    r""":math:`M^\top M` (float64, dense ``n_cols x n_cols``) of the sparse matrix ``index``
+    holds with ``values`` (input order); ``transpose`` groups the same entries by column.
+
+    Note [sparse Gram]: column block by column block,
+    :math:`(M^\top M)_{:, J} = M^\top M_{:, J}`: the sparse :math:`M^\top` (CSR of
+    ``transpose``) times the dense columns :math:`J` of :math:`M` (rows :math:`J` of
+    :math:`M^\top`, at most ``BUDGET`` floats), so the work is :math:`\mathrm{nnz}(M)` per
+    column instead of a dense product over every row (20x fewer flops on MovieLens-100K).
+    """
+    m, n = index.n_cols, index.n_rows
+    vals = values.double()
+    mt = transpose.matrix(vals)                               # (m, n) CSR
+    vals_t = vals[transpose.order]
+    gram = torch.empty(m, m, dtype=torch.float64, device=values.device)
+    step = max(1, BUDGET // max(n, 1))
+    for a in range(0, m, step):
+        e = min(a + step, m)
+        lo, hi = int(transpose.crow[a]), int(transpose.crow[e])
+        rows_j = _csr(transpose.crow[a:e + 1] - lo, transpose.col[lo:hi], vals_t[lo:hi],
+                      (e - a, n)).to_dense()                  # rows J of M^T: (|J|, n)
+        gram[:, a:e] = mt @ rows_j.T
     return gram
 
 
@@ -188,8 +198,8 @@ class _SideFeatures:
         self.dual = n < m
         # K = F^T F + lam I (m x m) = sum over the rows of F, or its dual F F^T + lam I
         # (n x n) = sum over the rows of F^T; rows taken in dense blocks of bounded size
-        rows_of = index if not self.dual else transpose
-        small = _gram_of_rows(rows_of, scale)
+        small = (_gram_of_rows(index, transpose, scale) if not self.dual
+                 else _gram_of_rows(transpose, index, scale))
         small.diagonal().add_(lam)
         self.chol = torch.linalg.cholesky(small).to(dtype)
 
@@ -211,6 +221,178 @@ class _SideFeatures:
         e1 = torch.randn(n, d, **opts) @ cov_chol.T
         e2 = torch.randn(m, d, **opts) @ cov_chol.T
         return self._k_inv(self.FT @ (centred + e1) + math.sqrt(self.lam) * e2)
+
+
+class GibbsSampler:
+    r"""The Markov chain of :func:`fit_gibbs`: its state, and one sweep per :meth:`sweep`.
+
+    The state is the current draw :math:`x_u = [p_u; b_u]`, :math:`y_i = [q_i; b_i]`
+    (``x_u``, ``x_i``), the hyperparameters :math:`(\mu_U, \Lambda_U)`,
+    :math:`(\mu_V, \Lambda_V)`, the link matrices :math:`\beta_U, \beta_V` (``implicit``),
+    the noise precision :math:`\alpha`, the sweep count and the generator's state:
+    :meth:`state_dict` holds them all as tensors (a checkpoint of plain tensors), and
+    :meth:`load_state_dict` continues the chain exactly where it was (same draws as a chain
+    never stopped). The model, priors and one sweep are the module docstring's.
+
+    Args:
+        train: training ratings.
+        n_factors: :math:`k`.
+        implicit, implicit_reg, a0, b0, seed, device, dtype: as in :func:`fit_gibbs`.
+        name: the caller named in error messages.
+
+    Examples::
+
+        >>> from lamods.recsys import synthetic_ratings
+        >>> syn = synthetic_ratings(30, 20, 2, density=0.5, seed=0)
+        >>> chain = GibbsSampler(syn.data, 2, seed=0)
+        >>> x_u, x_i = chain.sweep()
+        >>> x_u.shape, x_i.shape, chain.sweeps
+        (torch.Size([30, 3]), torch.Size([20, 3]), 1)
+    """
+
+    def __init__(
+        self,
+        train: Ratings,
+        n_factors: int,
+        *,
+        implicit: bool = False,
+        implicit_reg: float = 1.0,
+        a0: float = 1.0,
+        b0: float = 1.0,
+        seed: int = 0,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float64,
+        name: str = "GibbsSampler",
+    ) -> None:
+        self.name = name
+        k = check_positive_int(name, "n_factors", n_factors)
+        self.a0, self.b0 = check_positive(name, "a0", a0), check_positive(name, "b0", b0)
+        self.lam_beta = check_positive(name, "implicit_reg", implicit_reg)
+        if not isinstance(train, Ratings):
+            raise TypeError(f"{name}: expected train as a Ratings, got {type(train).__name__}")
+        if len(train) == 0:
+            raise ValueError(f"{name}: expected at least one training rating, got none")
+        check_finite(name, train.ratings, "ratings tensor")
+        if implicit and min(train.n_users, train.n_items) > MAX_SIDE_DIM:
+            raise ValueError(f"{name}: expected min(n_users, n_items) <= {MAX_SIDE_DIM} with "
+                             f"implicit=True (a dense Gram of that size is factorised), got "
+                             f"{min(train.n_users, train.n_items)}; use implicit=False")
+        dev = torch.device(device) if device is not None else train.users.device
+        self.k, self.implicit, self.dtype, self.device = k, bool(implicit), dtype, dev
+        self.users, self.items = train.users.to(dev), train.items.to(dev)
+        self.ratings = train.ratings.to(dev, dtype)
+        self.mu = train.global_mean
+        self.by_user = RowIndex(self.users, self.items, train.n_users, train.n_items)
+        self.by_item = RowIndex(self.items, self.users, train.n_items, train.n_users)
+        self.seen_u, self.seen_i = self.by_user.counts > 0, self.by_item.counts > 0
+        self.side: dict[str, _SideFeatures | None] = {"u": None, "i": None}
+        if implicit:
+            self.side["u"] = _SideFeatures(self.by_user, self.by_item, self.users,
+                                           self.lam_beta, dtype)
+            self.side["i"] = _SideFeatures(self.by_item, self.by_user, self.items,
+                                           self.lam_beta, dtype)
+        self.generator = make_generator(name, seed, device=dev)
+        d = k + 1
+        opts = {"device": dev, "dtype": dtype}
+        self.x_i = torch.randn(train.n_items, d, generator=self.generator, **opts) * 0.1
+        self.x_i[:, k] = 0
+        self.x_u = torch.zeros(train.n_users, d, **opts)
+        self.hyper = {"u": (torch.zeros(d, **opts), torch.eye(d, **opts) * 10),
+                      "i": (torch.zeros(d, **opts), torch.eye(d, **opts) * 10)}
+        self.beta = {"u": torch.zeros(train.n_items, d, **opts) if implicit else None,
+                     "i": torch.zeros(train.n_users, d, **opts) if implicit else None}
+        self.alpha = 1.0
+        self.sweeps = 0
+
+    def _half(self, side: str, index: RowIndex, t: Tensor, feats: Tensor, seen: Tensor,
+              fit_terms: list[Tensor] | None) -> Tensor:
+        """Draw one side's vectors, then its hyperparameters and link matrix."""
+        name, d, dev, dtype = self.name, self.k + 1, self.device, self.dtype
+        sf, beta = self.side[side], self.beta[side]
+        mean_h, lam_h = self.hyper[side]
+        lam_w = lam_h.to(dtype)
+        offset = sf.prior_mean(beta) if sf is not None and beta is not None else None
+        prior = mean_h.to(dtype) + offset if offset is not None else mean_h.to(dtype)
+        failed: list[Tensor] = []
+        where = f"sweep {self.sweeps + 1} (alpha={self.alpha:g})"
+        x = _solve(index, t, feats, precision=lam_w, prior_mean=prior, bias=True,
+                   alpha=self.alpha, generator=self.generator, failed=failed,
+                   fit_terms=fit_terms)
+        _check_solved(name, failed, (x,), where,
+                      "the ratings are too large for the dtype: rescale them")
+        resid = x - offset if offset is not None else x
+        extra = None
+        if sf is not None and beta is not None:
+            extra = (self.lam_beta * (beta.T @ beta).double(), beta.shape[0])
+        new_mean, new_lam = _normal_wishart(resid[seen], self.generator, extra=extra)
+        self.hyper[side] = (new_mean, new_lam)
+        if sf is not None:
+            # C C^T = Lambda^{-1}: C = L^{-T} with Lambda = L L^T
+            chol = torch.linalg.cholesky(new_lam)
+            eye = torch.eye(d, dtype=torch.float64, device=new_lam.device)
+            cov_chol = torch.linalg.solve_triangular(chol.T, eye, upper=True).to(dev, dtype)
+            self.beta[side] = sf.draw(x - new_mean.to(dev, dtype), cov_chol, self.generator)
+        return x
+
+    def sweep(self) -> tuple[Tensor, Tensor]:
+        """One Gibbs sweep (Note [Gibbs sweep]); returns the new draw ``(x_u, x_i)``:
+        ``(n_users, k + 1)`` and ``(n_items, k + 1)``, the bias in the last column."""
+        k, mu, users, items = self.k, self.mu, self.users, self.items
+        # users: t_ui = r_ui - mu - b_i, features [q_i; 1]
+        self.x_u = self._half("u", self.by_user, self.ratings - mu - self.x_i[items, k],
+                              self.x_i[:, :k], self.seen_u, None)
+        # items: t_ui = r_ui - mu - b_u, features [p_u; 1]
+        t_i = self.ratings - mu - self.x_u[users, k]
+        fit_terms: list[Tensor] = []
+        self.x_i = self._half("i", self.by_item, t_i, self.x_u[:, :k], self.seen_i, fit_terms)
+        # SSE = sum t^2 + sum_i (y_i^T G_i y_i - 2 y_i^T b_i)
+        sse = float(t_i.pow(2).sum() + fit_terms[0])
+        where = f"sweep {self.sweeps + 1} (alpha={self.alpha:g})"
+        check_finite_loss(self.name, sse, where,
+                          "the ratings are too large for the dtype: rescale them")
+        self.sse = max(sse, 0.0)
+        # alpha ~ Gamma(a0 + N/2, b0 + SSE/2)
+        n = self.ratings.shape[0]
+        self.alpha = float(_gamma(torch.tensor(self.a0 + n / 2, dtype=torch.float64,
+                                               device=self.device),
+                                  self.b0 + 0.5 * self.sse, self.generator))
+        self.sweeps += 1
+        return self.x_u, self.x_i
+
+    def state_dict(self) -> dict[str, Tensor]:
+        """The chain's state as tensors (copies): enough to continue it exactly."""
+        state = {"x_u": self.x_u, "x_i": self.x_i,
+                 "mean_u": self.hyper["u"][0], "lam_u": self.hyper["u"][1],
+                 "mean_i": self.hyper["i"][0], "lam_i": self.hyper["i"][1],
+                 "alpha": torch.tensor(self.alpha, dtype=torch.float64),
+                 "sweeps": torch.tensor(self.sweeps),
+                 "generator": self.generator.get_state()}
+        if self.implicit:
+            state["beta_u"], state["beta_i"] = self.beta["u"], self.beta["i"]
+        return {key: value.clone() for key, value in state.items()}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        """Continue the chain from :meth:`state_dict`; checks the keys and shapes first."""
+        keys = {"x_u", "x_i", "mean_u", "lam_u", "mean_i", "lam_i", "alpha", "sweeps",
+                "generator"} | ({"beta_u", "beta_i"} if self.implicit else set())
+        if set(state) != keys:
+            raise ValueError(f"{self.name}.load_state_dict: expected the keys "
+                             f"{sorted(keys)}, got {sorted(state)}")
+        for key in ("x_u", "x_i", "beta_u", "beta_i"):
+            mine = getattr(self, key) if key.startswith("x") else self.beta.get(key[-1])
+            if key in state and tuple(state[key].shape) != tuple(mine.shape):
+                raise ValueError(f"{self.name}.load_state_dict: expected {key} of shape "
+                                 f"{tuple(mine.shape)}, got {tuple(state[key].shape)}")
+        opts = {"device": self.device, "dtype": self.dtype}
+        self.x_u, self.x_i = state["x_u"].to(**opts), state["x_i"].to(**opts)
+        hyper_dev = self.generator.device
+        self.hyper = {s: (state[f"mean_{s}"].to(hyper_dev, torch.float64),
+                          state[f"lam_{s}"].to(hyper_dev, torch.float64)) for s in ("u", "i")}
+        if self.implicit:
+            self.beta = {s: state[f"beta_{s}"].to(**opts) for s in ("u", "i")}
+        self.alpha = float(state["alpha"])
+        self.sweeps = int(state["sweeps"])
+        self.generator.set_state(state["generator"].cpu())
 
 
 def fit_gibbs(
@@ -237,7 +419,8 @@ def fit_gibbs(
     sweeps is returned as one :class:`MatrixFactorization` with ``n_factors * samples``
     factors: the draws' factors side by side, the user ones scaled by :math:`1/S`, biases
     averaged (its predictions are those averages; :meth:`~MatrixFactorization.predict`
-    clips them to the rating scale).
+    clips them to the rating scale). The chain is a :class:`GibbsSampler` (one sweep at a
+    time, checkpointable).
 
     Args:
         train: training ratings.
@@ -268,8 +451,8 @@ def fit_gibbs(
     k = check_positive_int(name, "n_factors", n_factors)
     samples = check_positive_int(name, "samples", samples)
     burn_in = check_nonnegative_int(name, "burn_in", burn_in)
-    a0, b0 = check_positive(name, "a0", a0), check_positive(name, "b0", b0)
-    lam_beta = check_positive(name, "implicit_reg", implicit_reg)
+    check_positive(name, "a0", a0), check_positive(name, "b0", b0)
+    check_positive(name, "implicit_reg", implicit_reg)
     dev = torch.device(device) if device is not None else train.users.device
     if implicit and min(train.n_users, train.n_items) > MAX_SIDE_DIM:
         raise ValueError(f"{name}: expected min(n_users, n_items) <= {MAX_SIDE_DIM} with "
@@ -277,26 +460,11 @@ def fit_gibbs(
                          f"{min(train.n_users, train.n_items)}; use implicit=False")
     final = MatrixFactorization(train.n_users, train.n_items, k * samples, biased=True,
                                 rating_range=train.rating_range, device=dev, dtype=dtype)
-    users, items, ratings = prepare(final, train, name)
-    gen = make_generator(name, seed, device=dev)
-    mu = final.global_mean
-    d = k + 1
-    by_user = RowIndex(users, items, train.n_users, train.n_items)
-    by_item = RowIndex(items, users, train.n_items, train.n_users)
-    seen_u, seen_i = by_user.counts > 0, by_item.counts > 0
-    side_u = side_i = None
-    if implicit:
-        side_u = _SideFeatures(by_user, by_item, users, lam_beta, dtype)
-        side_i = _SideFeatures(by_item, by_user, items, lam_beta, dtype)
+    users, items, _ = prepare(final, train, name)
+    chain = GibbsSampler(train, k, implicit=implicit, implicit_reg=implicit_reg, a0=a0, b0=b0,
+                         seed=seed, device=dev, dtype=dtype, name=name)
+    mu = chain.mu
     opts = {"device": dev, "dtype": dtype}
-    x_i = torch.randn(train.n_items, d, generator=gen, **opts) * 0.1
-    x_i[:, k] = 0
-    x_u = torch.zeros(train.n_users, d, **opts)
-    hyper = {"u": (torch.zeros(d, **opts), torch.eye(d, **opts) * 10),
-             "i": (torch.zeros(d, **opts), torch.eye(d, **opts) * 10)}
-    beta = {"u": torch.zeros(train.n_items, d, **opts) if implicit else None,
-            "i": torch.zeros(train.n_users, d, **opts) if implicit else None}
-    alpha = 1.0
     kept_p, kept_q = [], []
     sum_bu, sum_bi = torch.zeros(train.n_users, **opts), torch.zeros(train.n_items, **opts)
     if val is not None:
@@ -305,48 +473,9 @@ def fit_gibbs(
         target = val.ratings.to(dev, dtype)
         lo, hi = train.rating_range
     history = FitHistory()
-    n = users.shape[0]
-
-    def half(side: str, index: RowIndex, t: Tensor, feats: Tensor, seen: Tensor,
-             sf: _SideFeatures | None, fit_terms: list[Tensor] | None) -> Tensor:
-        mean_h, lam_h = hyper[side]
-        lam_w = lam_h.to(dtype)
-        offset = sf.prior_mean(beta[side]) if sf is not None else None
-        prior = mean_h.to(dtype) + offset if offset is not None else mean_h.to(dtype)
-        failed: list[Tensor] = []
-        x = _solve(index, t, feats, precision=lam_w, prior_mean=prior, bias=True, alpha=alpha,
-                   generator=gen, failed=failed, fit_terms=fit_terms)
-        _check_solved(name, failed, (x,), f"sweep {sweep + 1} (alpha={alpha:g})",
-                      "the ratings are too large for the dtype: rescale them")
-        resid = x - offset if offset is not None else x
-        extra = None
-        if sf is not None:
-            extra = (lam_beta * (beta[side].T @ beta[side]).double(), beta[side].shape[0])
-        new_mean, new_lam = _normal_wishart(resid[seen], gen, extra=extra)
-        hyper[side] = (new_mean, new_lam)
-        if sf is not None:
-            # C C^T = Lambda^{-1}: C = L^{-T} with Lambda = L L^T
-            chol = torch.linalg.cholesky(new_lam)
-            eye = torch.eye(d, dtype=torch.float64, device=new_lam.device)
-            cov_chol = torch.linalg.solve_triangular(chol.T, eye, upper=True).to(dev, dtype)
-            beta[side] = sf.draw(x - new_mean.to(dev, dtype), cov_chol, gen)
-        return x
-
     for sweep in range(burn_in + samples):
         start = time.perf_counter()
-        # users: t_ui = r_ui - mu - b_i, features [q_i; 1]
-        x_u = half("u", by_user, ratings - mu - x_i[items, k], x_i[:, :k], seen_u, side_u, None)
-        # items: t_ui = r_ui - mu - b_u, features [p_u; 1]
-        t_i = ratings - mu - x_u[users, k]
-        fit_terms: list[Tensor] = []
-        x_i = half("i", by_item, t_i, x_u[:, :k], seen_i, side_i, fit_terms)
-        # SSE = sum t^2 + sum_i (y_i^T G_i y_i - 2 y_i^T b_i)
-        sse = float(t_i.pow(2).sum() + fit_terms[0])
-        check_finite_loss(name, sse, f"sweep {sweep + 1} (alpha={alpha:g})",
-                          "the ratings are too large for the dtype: rescale them")
-        # alpha ~ Gamma(a0 + N/2, b0 + SSE/2)
-        alpha = float(_gamma(torch.tensor(a0 + n / 2, dtype=torch.float64, device=dev),
-                             b0 + 0.5 * max(sse, 0.0), gen))
+        x_u, x_i = chain.sweep()
         if sweep >= burn_in:
             p, b_u, q, b_i = x_u[:, :k], x_u[:, k], x_i[:, :k], x_i[:, k]
             kept_p.append(p)

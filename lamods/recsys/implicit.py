@@ -325,20 +325,45 @@ def bpr_backward(model: MatrixFactorization, users: Tensor, positives: Tensor,
     return loss
 
 
-def _negatives(users: Tensor, keys: Tensor, n_items: int, generator: torch.Generator,
+#: Largest n_users * n_items for the dense table of interactions behind the negative draws
+#: (one byte each); past it the draws are checked by binary search in the sorted keys.
+DENSE_SEEN_MAX = 1 << 28
+
+
+def _seen_table(users: Tensor, items: Tensor, n_users: int, n_items: int) -> Tensor:
+    """The sorted ``user * n_items + item`` keys, or a dense ``(n_users * n_items,)`` bool table
+    of them when it fits in :data:`DENSE_SEEN_MAX` bytes (Note [negative draws])."""
+    keys = users * n_items + items
+    if n_users * n_items <= DENSE_SEEN_MAX:
+        table = torch.zeros(n_users * n_items, dtype=torch.bool, device=users.device)
+        table[keys] = True
+        return table
+    return torch.unique(keys)
+
+
+def _negatives(users: Tensor, seen: Tensor, n_items: int, generator: torch.Generator,
                rounds: int = 8) -> Tensor:
     """One item per user, uniform among the items the user has no interaction with.
 
-    Redraws the draws that hit an interaction (``keys``: sorted ``user * n_items + item``)
-    up to ``rounds`` times; a user who interacted with almost every item may keep a hit.
+    Redraws the draws that hit an interaction (``seen``: from :func:`_seen_table`) up to
+    ``rounds`` times; a user who interacted with almost every item may keep a hit.
+
+    Note [negative draws]: a hit is found by one gather in a dense bool table of the
+    interactions when ``n_users * n_items`` allows (:data:`DENSE_SEEN_MAX`), else by binary
+    search in the sorted keys; the draws are the same either way (same generator calls).
     """
     dev = users.device
     neg = torch.randint(0, n_items, users.shape, generator=generator, device=dev)
     todo = torch.arange(users.shape[0], device=dev)
+    dense = seen.dtype == torch.bool
     for _ in range(rounds):
         query = users[todo] * n_items + neg[todo]
-        pos = torch.searchsorted(keys, query).clamp(max=keys.shape[0] - 1)
-        todo = todo[keys[pos] == query]          # draws that hit an interaction
+        if dense:
+            hit = seen[query]
+        else:
+            pos = torch.searchsorted(seen, query).clamp(max=seen.shape[0] - 1)
+            hit = seen[pos] == query
+        todo = todo[hit]                          # draws that hit an interaction
         if not todo.shape[0]:
             break
         neg[todo] = torch.randint(0, n_items, todo.shape, generator=generator, device=dev)
@@ -390,7 +415,7 @@ def fit_bpr(
     check_choice(name, "optimizer", optimizer, ("adam", "adagrad", "sgd"))
     before = snapshot(model)
     users, items, _ = _prepare(name, model, train)
-    keys = torch.unique(users * model.n_items + items)
+    seen = _seen_table(users, items, model.n_users, model.n_items)
     params = [model.user_factors, model.item_factors]
     if model.item_bias is not None:
         params.append(model.item_bias)
@@ -407,7 +432,7 @@ def fit_bpr(
         perm = torch.randperm(n, generator=gen, device=users.device)
         u_all = users[perm]
         i_all = items[perm]
-        j_all = _negatives(u_all, keys, model.n_items, gen)
+        j_all = _negatives(u_all, seen, model.n_items, gen)
         total = torch.zeros((), device=users.device, dtype=model.user_factors.dtype)
         for s in range(0, n, batch_size):
             e = min(s + batch_size, n)
