@@ -5,10 +5,11 @@ import torch
 from scipy.sparse.csgraph import connected_components
 from sklearn.datasets import make_blobs
 from sklearn.metrics import adjusted_rand_score
-from sklearn.neighbors import kneighbors_graph
+from sklearn.neighbors import NearestNeighbors, kneighbors_graph
 
 from lamods import ConvergenceWarning
 from lamods.classic import SpectralClustering, knn_affinity, knn_indices, laplacian
+from lamods.classic import spectral
 from lamods.classic.spectral import _sparse_embed
 
 F64 = torch.float64
@@ -32,6 +33,30 @@ def test_knn_affinity_equals_sklearn_kneighbors_graph(n, k, block_elements):
     W = knn_affinity(X, k, block_elements=block_elements)
     assert W.layout == torch.sparse_coo and W.is_coalesced()
     torch.testing.assert_close(W.to_dense(), ref, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("data", ["blobs", "uniform"])
+def test_cell_pruned_knn_is_exact(monkeypatch, data):
+    """Note [cell pruning] (used from 4 * _CELL points on): small cells here, so that it
+    runs on small data; the neighbours are scikit-learn's exactly."""
+    monkeypatch.setattr(spectral, "_CELL", 48)
+    stats = []
+    monkeypatch.setattr(spectral, "_STATS", stats)
+    if data == "blobs":
+        X = torch.from_numpy(make_blobs(700, centers=6, n_features=4, random_state=1)[0])
+    else:
+        X = _points(700, 6, seed=5)
+    idx = knn_indices(X, 8)
+    assert stats  # the pruned search ran
+    ref = NearestNeighbors(n_neighbors=8).fit(X.numpy()).kneighbors(return_distance=False)
+    # scikit-learn's query of the training set leaves each point out: it is ours first
+    assert torch.equal(idx[:, 0], torch.arange(700))
+    assert torch.equal(idx[:, 1:].sort(1).values, torch.from_numpy(ref[:, :7]).sort(1).values)
+    if data == "blobs":
+        assert sum(stats) / len(stats) < 0.5  # far cells were skipped
+    A = kneighbors_graph(X.numpy(), 8, include_self=True)
+    torch.testing.assert_close(knn_affinity(X, 8).to_dense(),
+                               torch.from_numpy((0.5 * (A + A.T)).toarray()), rtol=0, atol=0)
 
 
 def test_knn_indices_of_queries_against_a_reference_set():

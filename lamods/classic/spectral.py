@@ -156,16 +156,52 @@ _EIGEN_SOLVERS = ("auto", "dense", "sparse")
 _GROUP = 64  # columns per group of Note [grouped top-k]
 
 
+def _padded(Ys: Tensor) -> tuple[Tensor, Tensor]:
+    """Note [grouped top-k]: ``Ys`` padded with zero rows to whole groups of columns, and
+    :math:`\\|y_j\\|^2` ``(1, m')`` with ``+inf`` for the padding (never a neighbour)."""
+    pad = -Ys.shape[0] % _GROUP
+    Yp = torch.cat([Ys, Ys.new_zeros(pad, Ys.shape[1])])
+    y_sq = torch.cat([Ys.square().sum(1), Ys.new_full((pad,), float("inf"))]).unsqueeze(0)
+    return Yp, y_sq
+
+
+def _block_topk(Xb: Tensor, Yp: Tensor, y_sq: Tensor, k: int,
+                self_pos: Tensor | None) -> Tensor:
+    r"""Columns ``(b, k)`` of the ``k`` nearest padded rows ``Yp`` to each row of ``Xb``;
+    ``self_pos`` ``(b,)``: the column of each query itself, forced first.
+
+    Note [grouped top-k]: the columns fall into groups of :data:`_GROUP`; the ``k`` nearest
+    columns lie in the ``k`` groups with the smallest minima (were one of them in another
+    group, ``k`` groups with smaller minima would hold ``k`` nearer columns). So one
+    vectorised ``amin`` pass over the block, a top-k over ``m / 64`` group minima and a
+    top-k over ``64 k`` candidates replace a top-k over all ``m`` columns (several times
+    slower on CPU).
+    """
+    b, groups = Xb.shape[0], Yp.shape[0] // _GROUP
+    # ||y_j||^2 - 2 <x_i, y_j>: the squared distance less ||x_i||^2 (same order in j)
+    P = partial_sq_distances(Xb, Yp, y_sq)
+    if self_pos is not None:  # each point is its own nearest neighbour (include_self)
+        P.scatter_(1, self_pos.unsqueeze(1), -float("inf"))
+    g_k = min(k, groups)
+    Pg = P.view(b, groups, _GROUP)
+    best = Pg.amin(-1).topk(g_k, dim=1, largest=False).indices  # (b, g_k) groups
+    cand = Pg.gather(1, best.unsqueeze(-1).expand(b, g_k, _GROUP)).reshape(b, -1)
+    cols = (best.unsqueeze(-1) * _GROUP + torch.arange(_GROUP, device=Xb.device)).reshape(b, -1)
+    return cols.gather(1, cand.topk(k, dim=1, largest=False).indices)
+
+
 def knn_indices(X: Tensor, n_neighbors: int, Y: Tensor | None = None, *,
                 block_elements: int = 1 << 24) -> Tensor:
     r"""Indices ``(n, n_neighbors)`` of the nearest rows of ``Y`` (default ``X``) to each row
-    of ``X``, in row blocks: never an ``n x m`` matrix, at most about ``block_elements``
-    entries at a time. With ``Y`` omitted each point is its own first neighbour.
+    of ``X``, exactly, in row blocks: never an ``n x m`` matrix, at most about
+    ``block_elements`` entries at a time. With ``Y`` omitted each point is its own first
+    neighbour (scikit-learn's ``include_self=True``).
 
     Per block the part of :math:`\|x_i - y_j\|^2` that depends on ``j``,
     :math:`\|y_j\|^2 - 2\langle x_i, y_j\rangle` (:func:`~lamods.distances.partial_sq_distances`,
     one ``addmm``; both sets first centred and scaled, Note [centring trick]), is reduced by
-    Note [grouped top-k]. Ties between equal distances are broken arbitrarily. No gradient.
+    Note [grouped top-k]. From ``4 * _CELL`` points on, the self-kNN search skips far cells
+    (Note [cell pruning]). Ties between equal distances are broken arbitrarily. No gradient.
 
     Examples::
 
@@ -174,34 +210,98 @@ def knn_indices(X: Tensor, n_neighbors: int, Y: Tensor | None = None, *,
                 [1, 0],
                 [2, 1]])
     """
-    same = Y is None
-    if same:
-        Xs = Ys = _knn_frame(X.detach())[0]
-    else:
+    if Y is not None:
         Ys, Xs = _knn_frame(Y.detach(), X.detach())
-    n, m, k = Xs.shape[0], Ys.shape[0], n_neighbors
-    # Note [grouped top-k]: pad the columns to whole groups with +inf distances
-    groups = -(-m // _GROUP)
-    pad = groups * _GROUP - m
-    Yp = torch.cat([Ys, Ys.new_zeros(pad, Ys.shape[1])])
-    y_sq = torch.cat([Ys.square().sum(1), Ys.new_full((pad,), float("inf"))]).unsqueeze(0)
-    rows = max(1, block_elements // (groups * _GROUP))
-    out = []
-    g_k = min(k, groups)
-    offsets = torch.arange(_GROUP, device=X.device)
-    for start in range(0, n, rows):
-        Xb = Xs[start:start + rows]
-        b = Xb.shape[0]
-        # ||y_j||^2 - 2 <x_i, y_j>: the squared distance less ||x_i||^2 (same order in j)
-        P = partial_sq_distances(Xb, Yp, y_sq)
-        if same:  # each point is its own nearest neighbour (as scikit-learn's include_self)
-            P.diagonal(start).fill_(-float("inf"))
-        Pg = P.view(b, groups, _GROUP)
-        best = Pg.amin(-1).topk(g_k, dim=1, largest=False).indices  # (b, g_k) groups
-        cand = Pg.gather(1, best.unsqueeze(-1).expand(b, g_k, _GROUP)).reshape(b, -1)
-        cols = (best.unsqueeze(-1) * _GROUP + offsets).reshape(b, -1)
-        out.append(cols.gather(1, cand.topk(k, dim=1, largest=False).indices))
-    return torch.cat(out) if out else torch.empty(0, k, dtype=torch.int64, device=X.device)
+        Yp, y_sq = _padded(Ys)
+        rows = max(1, block_elements // Yp.shape[0])
+        out = [_block_topk(Xs[s:s + rows], Yp, y_sq, n_neighbors, None)
+               for s in range(0, Xs.shape[0], rows)]
+        return torch.cat(out) if out else X.new_zeros(0, n_neighbors, dtype=torch.int64)
+    Xs = _knn_frame(X.detach())[0]
+    n = Xs.shape[0]
+    if n >= 4 * _CELL:
+        return _knn_cells(Xs, n_neighbors, block_elements)
+    Yp, y_sq = _padded(Xs)
+    rows = max(1, block_elements // Yp.shape[0])
+    ar = torch.arange(n, device=X.device)
+    return torch.cat([_block_topk(Xs[s:s + rows], Yp, y_sq, n_neighbors, ar[s:s + rows])
+                      for s in range(0, n, rows)])
+
+
+_STATS: list[float] | None = None  # benchmarks: fraction of the points searched per cell
+_CELL = 512  # mean points per cell of Note [cell pruning]
+_SUB = 256  # queries sharing one candidate set
+
+
+def _knn_cells(Xs: Tensor, k: int, block_elements: int) -> Tensor:
+    r"""Exact self-kNN with Note [cell pruning]: ``(n, k)`` indices of the rows of ``Xs``.
+
+    Note [cell pruning]: a few Lloyd iterations split the points into about ``n / _CELL``
+    cells with centres :math:`c_b` and radii :math:`r_b = \max_{y \in b} \|y - c_b\|`. For a
+    query cell ``a`` a first pass over the cells nearest to :math:`c_a` (at least ``k``
+    points) bounds each query's ``k``-th neighbour distance, :math:`\tau_x`; by the triangle
+    inequality no point of a cell ``b`` with :math:`\|x - c_b\| - r_b > \tau_x` for every
+    ``x`` of ``a`` can be a neighbour, so the exact search runs over the other cells only
+    (the "cluster pruning" of exact k-NN search, e.g. Fukunaga & Narendra, IEEE Trans.
+    Computers C-24, 1975). The bounds carry a rounding slack, so a cell is kept whenever in
+    doubt: the result is the brute-force one. Clustered data prune most cells; uniform
+    high-dimensional data prune few, and then this costs about one extra pass.
+    """
+    n, device = Xs.shape[0], Xs.device
+    m = max(2, n // _CELL)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        km = KMeans(m, max_iter=10, seed=0).fit(Xs)
+    lab, C = km.labels_, km.cluster_centers_.to(Xs.dtype)
+    order = lab.argsort(stable=True)
+    counts = torch.bincount(lab, minlength=m)
+    starts = torch.cat([counts.new_zeros(1), counts.cumsum(0)]).tolist()
+    Xw = Xs.double()
+    rad = torch.zeros(m, dtype=torch.float64, device=device).scatter_reduce(
+        0, lab, torch.linalg.vector_norm(Xw - C.double()[lab], dim=1), reduce="amax")
+    rad = rad * (1 + 1e-6)
+    # rounding slack of a squared distance computed from its expansion (scaled data, |x| < 1)
+    slack = 64 * torch.finfo(Xs.dtype).eps * (1 + float(Xs.square().sum(1).amax()))
+    cc = sq_distances(C.double(), center=False)  # (m, m) centre distances
+    members = [order[starts[b]:starts[b + 1]] for b in range(m)]
+    pos = torch.empty(n, dtype=torch.int64, device=device)
+    out = torch.empty(n, k, dtype=torch.int64, device=device)
+    for a in range(m):
+        qa = members[a]
+        if qa.numel() == 0:
+            continue
+        Q = Xs[qa]
+        rows = max(1, block_elements // (len(qa) + _GROUP))
+        # pass 1: the nearest cells to c_a until they hold k points bound tau_x
+        near, total = [], 0
+        for b in cc[a].argsort().tolist():
+            near.append(b)
+            total += len(members[b])
+            if total >= k:
+                break
+        first = Xs[torch.cat([members[b] for b in near])]
+        Yp, y_sq = _padded(first)
+        found = torch.cat([_block_topk(Q[s:s + rows], Yp, y_sq, k, None)
+                           for s in range(0, Q.shape[0], rows)])  # (s_a, k)
+        # tau_x = max of ||x - y|| over the k points found (exact differences): at least the
+        # true k-th neighbour distance; plus a rounding slack
+        tau = ((Q.unsqueeze(1) - first[found]).double().square().sum(-1).amax(1)
+               + slack).sqrt()  # (s_a,)
+        # keep cell b if some query x of the sub-block has ||x - c_b|| - r_b <= tau_x
+        lb = sq_distances(Q.double(), C.double(), center=False).sqrt() - rad
+        for s in range(0, len(qa), _SUB):
+            keep = (lb[s:s + _SUB] <= tau[s:s + _SUB].unsqueeze(1)).any(0)
+            keep[a] = True
+            cand = torch.cat([members[b] for b in keep.nonzero()[:, 0].tolist()])
+            pos[cand] = torch.arange(cand.numel(), device=device)
+            Yp, y_sq = _padded(Xs[cand])
+            if _STATS is not None:
+                _STATS.append(cand.numel() / n)
+            rows = max(1, block_elements // Yp.shape[0])
+            for t in range(s, min(s + _SUB, len(qa)), rows):
+                q = qa[t:min(t + rows, s + _SUB)]
+                out[q] = cand[_block_topk(Xs[q], Yp, y_sq, k, pos[q])]
+    return out
 
 
 def knn_affinity(X: Tensor, n_neighbors: int, *, block_elements: int = 1 << 24) -> Tensor:
@@ -261,7 +361,7 @@ def _sparse_top_eigh(name: str, M: Tensor, size: int, k: int, lo: float, hi: flo
     scale = max(abs(lo), abs(hi))
     Q = torch.randn(n, size, generator=generator, dtype=torch.float64,
                     device=generator.device if generator is not None else "cpu").to(M.device)
-    Q = torch.linalg.qr(Q).Q
+    Q = _orthonormalize(Q)
     res = float("inf")
     for it in range(max_iter + 1):
         MQ = M @ Q
@@ -282,7 +382,7 @@ def _sparse_top_eigh(name: str, M: Tensor, size: int, k: int, lo: float, hi: flo
         Y0, Y1 = Q, (MQ - c * Q) / e
         for _ in range(_CHEB_DEGREE - 1):
             Y0, Y1 = Y1, 2 * (M @ Y1 - c * Y1) / e - Y0
-        Q = torch.linalg.qr(Y1).Q
+        Q = _orthonormalize(Y1)
     if res > tol * scale and size < n:
         warnings.warn(f"{name}: the sparse eigensolver stopped at eigen_max_iter={max_iter} "
                       f"with residual {res:.3g} > eigen_tol={tol:g} (relative); the embedding "
@@ -292,6 +392,24 @@ def _sparse_top_eigh(name: str, M: Tensor, size: int, k: int, lo: float, hi: flo
 
 
 _CHEB_DEGREE = 8
+
+
+def _orthonormalize(Y: Tensor) -> Tensor:
+    r"""Orthonormal basis of the columns of tall ``Y`` ``(n, l)``.
+
+    Note [Cholesky QR]: twice :math:`G = Y^T Y = R^T R`, :math:`Y \leftarrow Y R^{-1}`
+    ("CholeskyQR2", Fukaya, Nakatsukasa, Yanagisawa & Yamamoto, 2014): two ``l x l`` Gram
+    products and triangular solves, several times faster than Householder QR on a tall,
+    narrow block on CPU, and orthonormal to rounding when :math:`\kappa(Y) \lesssim
+    u^{-1/2}`. A filtered block more ill-conditioned than that (the Cholesky factorisation
+    fails) falls back to Householder QR.
+    """
+    for _ in range(2):
+        R, info = torch.linalg.cholesky_ex(Y.mT @ Y, upper=True)
+        if int(info) != 0:
+            return torch.linalg.qr(Y).Q
+        Y = torch.linalg.solve_triangular(R, Y, upper=True, left=False)
+    return Y
 
 
 def _embed(W: Tensor, k: int, kind: str) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
