@@ -119,8 +119,19 @@ def test_sparse_path_errors_and_warnings():
     with pytest.raises(ValueError, match=r"^knn_affinity: expected n_neighbors <= n_samples = 5, "
                        r"got 6"):
         knn_affinity(X[:5], 6)
+    with pytest.raises(ValueError, match=r"^knn_indices: expected n_neighbors <= n_samples of Y "
+                       r"= 4, got 5"):
+        knn_indices(X, 5, X[:4])
+    with pytest.raises(ValueError, match=r"^knn_indices: expected X and Y with the same width"):
+        knn_indices(X, 2, X[:, :1])
+    with pytest.raises(TypeError, match=r"^knn_affinity: expected X as a floating-point "
+                       r"torch.Tensor, got dtype torch.int64"):
+        knn_affinity(torch.ones(5, 2, dtype=torch.int64), 2)
     bad = X.clone()
     bad[3, 1] = float("nan")
+    with pytest.raises(ValueError, match=r"^knn_affinity: expected a finite X, got 1 NaN or "
+                       r"infinite entries"):
+        knn_affinity(bad, 3)
     with pytest.raises(ValueError, match=r"^SpectralClustering.fit: expected a finite X, "
                        r"got 1 NaN or infinite entries"):
         SpectralClustering(2, **sparse).fit(bad)

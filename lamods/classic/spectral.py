@@ -210,6 +210,36 @@ def knn_indices(X: Tensor, n_neighbors: int, Y: Tensor | None = None, *,
                 [1, 0],
                 [2, 1]])
     """
+    name = "knn_indices"
+    X = _check_points(name, X, "X")
+    m = X.shape[0]
+    if Y is not None:
+        Y = _check_points(name, Y, "Y")
+        if Y.shape[1] != X.shape[1] or Y.dtype != X.dtype or Y.device != X.device:
+            raise ValueError(f"{name}: expected X and Y with the same width, dtype and device, "
+                             f"got {tuple(X.shape)} {X.dtype} {X.device} and "
+                             f"{tuple(Y.shape)} {Y.dtype} {Y.device}")
+        m = Y.shape[0]
+    check_rank_k(name, n_neighbors, m, "n_samples of Y" if Y is not None else "n_samples",
+                 arg="n_neighbors")
+    check_positive_int(name, "block_elements", block_elements)
+    return _knn_indices(X, n_neighbors, Y, block_elements)
+
+
+def _check_points(name: str, X: object, what: str) -> Tensor:
+    """A finite floating tensor ``(n, d)`` with ``n, d >= 1``."""
+    if not isinstance(X, Tensor):
+        raise TypeError(f"{name}: expected {what} as a floating-point torch.Tensor, got "
+                        f"{type(X).__name__}")
+    if not X.is_floating_point():
+        raise TypeError(f"{name}: expected {what} as a floating-point torch.Tensor, got "
+                        f"dtype {X.dtype}")
+    return check_data(name, X, what=what)
+
+
+def _knn_indices(X: Tensor, n_neighbors: int, Y: Tensor | None = None,
+                 block_elements: int = 1 << 24) -> Tensor:
+    """:func:`knn_indices` without the checks (the callers made them)."""
     if Y is not None:
         Ys, Xs = _knn_frame(Y.detach(), X.detach())
         Yp, y_sq = _padded(Ys)
@@ -318,9 +348,18 @@ def knn_affinity(X: Tensor, n_neighbors: int, *, block_elements: int = 1 << 24) 
                 [1.0000, 1.0000, 0.5000],
                 [0.0000, 0.5000, 1.0000]], dtype=torch.float64)
     """
+    name = "knn_affinity"
+    X = _check_points(name, X, "X")
     n = X.shape[0]
-    check_rank_k("knn_affinity", n_neighbors, n, "n_samples", arg="n_neighbors")
-    cols = knn_indices(X, n_neighbors, block_elements=block_elements).reshape(-1)
+    check_rank_k(name, n_neighbors, n, "n_samples", arg="n_neighbors")
+    check_positive_int(name, "block_elements", block_elements)
+    return _knn_affinity(X, n_neighbors, block_elements)
+
+
+def _knn_affinity(X: Tensor, n_neighbors: int, block_elements: int = 1 << 24) -> Tensor:
+    """:func:`knn_affinity` without the checks (the callers made them)."""
+    n = X.shape[0]
+    cols = _knn_indices(X, n_neighbors, block_elements=block_elements).reshape(-1)
     rows = torch.arange(n, device=X.device).repeat_interleave(n_neighbors)
     # W = (A + A^T) / 2: both orientations at 1/2, duplicates summed by coalesce
     idx = torch.stack([torch.cat([rows, cols]), torch.cat([cols, rows])])
@@ -640,7 +679,7 @@ class SpectralClustering(Estimator):
             raise ValueError(f"{name}: expected n_neighbors <= n_samples = {n}, "
                              f"got {self.n_neighbors}")
         if self._sparse(n):
-            W = knn_affinity(X, self.n_neighbors)
+            W = _knn_affinity(X, self.n_neighbors)
             self._check_connected(name, n, W.indices())
             gen = make_generator(name, self.seed)
             lam, U, deg, spectrum = (t.to(X.dtype) for t in _sparse_embed(
@@ -750,7 +789,7 @@ class SpectralClustering(Estimator):
         ``n_neighbors`` nearest training points ``N(x)``, :func:`knn_indices`): sums over
         ``N(x)`` instead of an ``(M, N)`` product, so ``predict`` scales like ``fit``."""
         lam, U, deg = self.eigenvalues_, self.eigenvectors_, self.degrees_
-        idx = knn_indices(flat, self.n_neighbors, self.X_fit_)  # (M, n_neighbors)
+        idx = _knn_indices(flat, self.n_neighbors, self.X_fit_)  # (M, n_neighbors)
         d_new = float(self.n_neighbors)  # d(x) = sum_j w(x, x_j)
         # a non-finite row (only where the checks cannot run) stays NaN in its own row
         nan = flat.sum(-1, keepdim=True) * 0
