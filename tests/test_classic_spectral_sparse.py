@@ -35,7 +35,7 @@ def test_knn_affinity_equals_sklearn_kneighbors_graph(n, k, block_elements):
     torch.testing.assert_close(W.to_dense(), ref, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("data", ["blobs", "uniform"])
+@pytest.mark.parametrize("data", ["blobs", "uniform", "high-dimensional"])
 def test_cell_pruned_knn_is_exact(monkeypatch, data):
     """Note [cell pruning] (used from 4 * _CELL points on): small cells here, so that it
     runs on small data; the neighbours are scikit-learn's exactly."""
@@ -44,8 +44,10 @@ def test_cell_pruned_knn_is_exact(monkeypatch, data):
     monkeypatch.setattr(spectral, "_STATS", stats)
     if data == "blobs":
         X = torch.from_numpy(make_blobs(700, centers=6, n_features=4, random_state=1)[0])
-    else:
+    elif data == "uniform":
         X = _points(700, 6, seed=5)
+    else:
+        X = _points(700, 200, seed=6)
     idx = knn_indices(X, 8)
     assert stats  # the pruned search ran
     ref = NearestNeighbors(n_neighbors=8).fit(X.numpy()).kneighbors(return_distance=False)
@@ -54,6 +56,9 @@ def test_cell_pruned_knn_is_exact(monkeypatch, data):
     assert torch.equal(idx[:, 1:].sort(1).values, torch.from_numpy(ref[:, :7]).sort(1).values)
     if data == "blobs":
         assert sum(stats) / len(stats) < 0.5  # far cells were skipped
+    if data == "high-dimensional":
+        # nothing to prune: after a tenth of the queries the rest ran by brute force
+        assert len(stats) <= 4 and min(stats) > 0.6
     A = kneighbors_graph(X.numpy(), 8, include_self=True)
     torch.testing.assert_close(knn_affinity(X, 8).to_dense(),
                                torch.from_numpy((0.5 * (A + A.T)).toarray()), rtol=0, atol=0)
