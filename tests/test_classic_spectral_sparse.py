@@ -8,8 +8,7 @@ from sklearn.metrics import adjusted_rand_score
 from sklearn.neighbors import NearestNeighbors, kneighbors_graph
 
 from lamods import ConvergenceWarning
-from lamods.classic import SpectralClustering, knn_affinity, knn_indices, laplacian
-from lamods.classic import spectral
+from lamods.classic import SpectralClustering, knn_affinity, knn_indices, laplacian, spectral
 from lamods.classic.spectral import _sparse_embed
 
 F64 = torch.float64
@@ -48,6 +47,9 @@ def test_cell_pruned_knn_is_exact(monkeypatch, data):
         X = _points(700, 6, seed=5)
     else:
         X = _points(700, 200, seed=6)
+        knn_indices(X, 8)
+        assert not stats  # more than _CELL_MAX_DIM features: not tried
+        monkeypatch.setattr(spectral, "_CELL_MAX_DIM", 200)
     idx = knn_indices(X, 8)
     assert stats  # the pruned search ran
     ref = NearestNeighbors(n_neighbors=8).fit(X.numpy()).kneighbors(return_distance=False)

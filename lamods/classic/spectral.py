@@ -200,8 +200,9 @@ def knn_indices(X: Tensor, n_neighbors: int, Y: Tensor | None = None, *,
     Per block the part of :math:`\|x_i - y_j\|^2` that depends on ``j``,
     :math:`\|y_j\|^2 - 2\langle x_i, y_j\rangle` (:func:`~lamods.distances.partial_sq_distances`,
     one ``addmm``; both sets first centred and scaled, Note [centring trick]), is reduced by
-    Note [grouped top-k]. From ``4 * _CELL`` points on, the self-kNN search skips far cells
-    (Note [cell pruning]). Ties between equal distances are broken arbitrarily. No gradient.
+    Note [grouped top-k]. From ``4 * _CELL`` points with at most ``_CELL_MAX_DIM`` features
+    on, the self-kNN search skips far cells (Note [cell pruning]). Ties between equal
+    distances are broken arbitrarily. No gradient.
 
     Examples::
 
@@ -249,7 +250,7 @@ def _knn_indices(X: Tensor, n_neighbors: int, Y: Tensor | None = None,
         return torch.cat(out) if out else X.new_zeros(0, n_neighbors, dtype=torch.int64)
     Xs = _knn_frame(X.detach())[0]
     n = Xs.shape[0]
-    if n >= 4 * _CELL:
+    if n >= 4 * _CELL and Xs.shape[1] <= _CELL_MAX_DIM:
         return _knn_cells(Xs, n_neighbors, block_elements)
     Yp, y_sq = _padded(Xs)
     rows = max(1, block_elements // Yp.shape[0])
@@ -261,6 +262,7 @@ def _knn_indices(X: Tensor, n_neighbors: int, Y: Tensor | None = None,
 _STATS: list[float] | None = None  # benchmarks: fraction of the points searched per cell
 _CELL = 512  # mean points per cell of Note [cell pruning]
 _SUB = 256  # queries sharing one candidate set
+_CELL_MAX_DIM = 64  # more features: Note [cell pruning] is not tried
 _GIVE_UP = 0.6  # searched fraction above which Note [cell pruning] falls back to brute force
 
 
@@ -276,9 +278,11 @@ def _knn_cells(Xs: Tensor, k: int, block_elements: int) -> Tensor:
     (the "cluster pruning" of exact k-NN search, e.g. Fukunaga & Narendra, IEEE Trans.
     Computers C-24, 1975). The bounds carry a rounding slack, so a cell is kept whenever in
     doubt: the result is the brute-force one. Clustered low-dimensional data prune most
-    cells; high-dimensional data (MNIST's 784 pixels) prune almost none, so once a tenth of
-    the queries searched more than :data:`_GIVE_UP` of the points on average, the rest run
-    by brute force (the attempt costs the few Lloyd iterations and a tenth of an extra pass).
+    cells; high-dimensional data (MNIST's 784 pixels) prune almost none: with more than
+    :data:`_CELL_MAX_DIM` features this is not tried (measured on the MNIST subset: the
+    attempt doubled the graph's time), and once a tenth of the queries searched more than
+    :data:`_GIVE_UP` of the points on average, the rest run by brute force (the attempt
+    costs the few Lloyd iterations and a tenth of an extra pass).
     """
     n, device = Xs.shape[0], Xs.device
     m = max(2, n // _CELL)
