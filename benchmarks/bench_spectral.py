@@ -14,7 +14,8 @@ Table 2: growth on a 10-blob Gaussian mixture (``make_blobs(n, centers=10, n_fea
 cluster_std=2.0, random_state=0)``, float32), n = 10,000 / 30,000 / 100,000, one fit each
 in a fresh process (so its peak RSS, ``ru_maxrss``, is its own; the baseline is the RSS
 after imports and data) after a warm-up fit on 5,000 of the points, with the exponent
-``b`` of ``time ~ n^b`` fitted by least squares on the logs. ``--quick`` runs 2,000 / 5,000 / 10,000.
+``b`` of ``time ~ n^b`` fitted by least squares on the logs. ``--quick``: 2,000 / 5,000 /
+10,000.
 """
 
 from __future__ import annotations
