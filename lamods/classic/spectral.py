@@ -36,6 +36,7 @@ embedding row exactly.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 
@@ -44,6 +45,7 @@ from torch import Tensor
 
 from lamods._precision import compute_dtype
 from lamods._random import check_randomness, make_generator
+from lamods._threads import one_thread
 from lamods._validation import (
     as_float_tensor,
     check_choice,
@@ -251,7 +253,8 @@ def _knn_indices(X: Tensor, n_neighbors: int, Y: Tensor | None = None,
     Xs = _knn_frame(X.detach())[0]
     n = Xs.shape[0]
     if n >= 4 * _CELL and Xs.shape[1] <= _CELL_MAX_DIM:
-        return _knn_cells(Xs, n_neighbors, block_elements)
+        with one_thread():  # Note [one thread for small ops]: blocks of 256 queries
+            return _knn_cells(Xs, n_neighbors, block_elements)
     Yp, y_sq = _padded(Xs)
     rows = max(1, block_elements // Yp.shape[0])
     ar = torch.arange(n, device=X.device)
@@ -518,7 +521,8 @@ def _sparse_embed(name: str, W: Tensor, k: int, kind: str, tol: float, max_iter:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "Sparse CSR tensor support is in beta")
         M = M.to_sparse_csr()  # CSR: the fastest sparse x dense product on CPU
-    theta, Q = _sparse_top_eigh(name, M, size, k, lo, hi, tol, max_iter, generator)
+    with one_thread():  # Note [one thread for small ops]: (n, l) blocks, l x l problems
+        theta, Q = _sparse_top_eigh(name, M, size, k, lo, hi, tol, max_iter, generator)
     lam = shift - theta  # ascending Laplacian eigenvalues
     return lam[:k], Q[:, :k], deg, lam
 
@@ -698,7 +702,8 @@ class SpectralClustering(Estimator):
         if self.affinity == "nearest_neighbors" and self.n_neighbors > n:
             raise ValueError(f"{name}: expected n_neighbors <= n_samples = {n}, "
                              f"got {self.n_neighbors}")
-        if self._sparse(n):
+        sparse = self._sparse(n)
+        if sparse:
             W = _knn_affinity(X, self.n_neighbors)
             self._check_connected(name, n, W.indices())
             gen = make_generator(name, self.seed)
@@ -715,7 +720,9 @@ class SpectralClustering(Estimator):
                 self._check_connected(name, n, W.nonzero().mT)
             rows, lam, U, deg, spectrum = _embed(W, k, self.laplacian)
         self._check_eigengap(name, spectrum.detach(), k)
-        self.kmeans.fit(rows)
+        # Note [one thread for small ops]: k-means on the (n, k) rows of the sparse path
+        with one_thread() if sparse else contextlib.nullcontext():
+            self.kmeans.fit(rows)
         self.labels_ = self.kmeans.labels_
         self.embedding_ = rows
         self.eigenvalues_ = lam
