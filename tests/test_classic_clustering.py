@@ -110,6 +110,7 @@ def _circles(seed=0):
 
 
 @pytest.mark.filterwarnings("ignore:Graph is not fully connected")
+@pytest.mark.filterwarnings("ignore:SpectralClustering.fit. expected a connected kNN graph")
 @pytest.mark.parametrize("data", [_two_moons, _circles])
 @pytest.mark.parametrize("affinity,kw", [("nearest_neighbors", {"n_neighbors": 10}),
                                          ("rbf", {"gamma": 30.0})])

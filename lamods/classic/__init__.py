@@ -5,7 +5,8 @@ Functional (gradients flow to the inputs):
 - :func:`lstsq`: least squares / ridge by normal equations (Cholesky), QR or SVD; batched.
 - :func:`gram_schmidt`, :func:`orthonormalize`: modified Gram-Schmidt QR.
 - :func:`project`, :func:`projection_matrix`: orthogonal projection onto a column space.
-- :func:`spectral_embedding`, :func:`affinity_matrix`, :func:`laplacian`: graph spectra.
+- :func:`spectral_embedding`, :func:`affinity_matrix`, :func:`laplacian`: graph spectra;
+  :func:`knn_affinity`, :func:`knn_indices`: the sparse kNN graph in row blocks.
 - :func:`kmeans_plusplus`, :func:`beta_divergence`.
 - :func:`count_matrix`, :func:`tfidf`, :func:`lsa`, :func:`cosine_search`: document-term
   matrices (sparse CSR), TF-IDF and latent semantic analysis (:mod:`lamods.classic.text`).
@@ -24,6 +25,8 @@ from lamods.classic.orthogonal import gram_schmidt, orthonormalize, project, pro
 from lamods.classic.spectral import (
     SpectralClustering,
     affinity_matrix,
+    knn_affinity,
+    knn_indices,
     laplacian,
     spectral_embedding,
 )
@@ -54,6 +57,8 @@ __all__ = [
     "count_matrix",
     "gram_schmidt",
     "kmeans_plusplus",
+    "knn_affinity",
+    "knn_indices",
     "laplacian",
     "lsa",
     "lstsq",
