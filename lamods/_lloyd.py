@@ -132,23 +132,47 @@ def lloyd(X: Tensor, x_sq: Tensor, C: Tensor, max_iter: int,
     Raises :class:`~lamods.exceptions.ConvergenceError` (``name`` in the message) if
     the centers become non-finite, naming the iteration (checked with the stopping
     rule, in the same synchronisation).
+
+    Note [incremental sums]: after the first iteration few labels change, so the
+    per-cluster sums are updated only by the rows that moved (added to their new
+    cluster, subtracted from their old one) instead of summing every row again; when
+    more than a quarter of the rows moved they are summed afresh. The update costs
+    rounding of order eps |x| per moved row, far below the float64 agreement with
+    scikit-learn's Lloyd that the tests pin (1e-10), and it saves the centre-sum pass
+    over ``X`` (a third of an iteration at 100,000 x 64, k = 16).
     """
     k = C.shape[0]
     chunk = chunk_rows(X.shape[0], k, X.device)
     labels_old = None
     it = 0
+    n = X.shape[0]
+    sums = None
     for it in range(1, max_iter + 1):  # noqa: B007 (it is returned)
-        # assign: l_i = argmin_j ||x_i - c_j||^2, and the per-cluster sums
-        labels, sums = estep(X, C, chunk, sums=True)
+        if labels_old is None:
+            # assign: l_i = argmin_j ||x_i - c_j||^2, and the per-cluster sums (fused)
+            labels, sums = estep(X, C, chunk, sums=True)
+            changed = None
+        else:
+            labels, _ = estep(X, C, chunk, sums=False)
+            changed = labels != labels_old
+            moved = changed.nonzero()[:, 0]
+            if 4 * moved.numel() > n:
+                sums = torch.zeros_like(C).index_add_(0, labels, X)
+            else:
+                # Note [incremental sums]: s_j += sum_{i moved into j} x_i
+                #                                 - sum_{i moved out of j} x_i
+                Xm = X.index_select(0, moved)
+                sums.index_add_(0, labels.index_select(0, moved), Xm)
+                sums.index_add_(0, labels_old.index_select(0, moved), Xm, alpha=-1.0)
         counts = torch.bincount(labels, minlength=k)
         if bool((counts == 0).any()):
             relocate_empty(X, x_sq, C, labels, counts, sums)
+            changed = None  # the relocation moved labels: not converged
         # update: c_j = mean of the points labelled j
         C_new = sums / counts.unsqueeze(1).to(X.dtype)
         shift = (C_new - C).square().sum()
         C = C_new
-        same = (labels == labels_old).all() if labels_old is not None else shift.new_zeros(
-            (), dtype=torch.bool)
+        same = ~changed.any() if changed is not None else shift.new_zeros((), dtype=torch.bool)
         # stop when no label changed, or the centers moved at most tol; a non-finite
         # shift means non-finite centers (one synchronisation for both)
         stop, diverged = torch.stack([same | (shift <= tol), ~torch.isfinite(shift)]).tolist()
