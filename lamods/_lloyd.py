@@ -125,6 +125,21 @@ def estep(X: Tensor, C: Tensor, chunk: int, *, sums: bool) -> tuple[Tensor, Tens
     return labels, out
 
 
+def update_sums(X: Tensor, labels: Tensor, labels_old: Tensor, changed: Tensor,
+                sums: Tensor) -> Tensor:
+    """Per-cluster sums for ``labels`` from those of ``labels_old`` (Note [incremental sums]).
+
+    ``sums`` is updated in place unless more than a quarter of the rows moved.
+    """
+    moved = changed.nonzero()[:, 0]
+    if 4 * moved.numel() > X.shape[0]:
+        return torch.zeros_like(sums).index_add_(0, labels, X)
+    # s_j += sum_{i moved into j} x_i - sum_{i moved out of j} x_i
+    Xm = X.index_select(0, moved)
+    sums.index_add_(0, labels.index_select(0, moved), Xm)
+    return sums.index_add_(0, labels_old.index_select(0, moved), Xm, alpha=-1.0)
+
+
 def lloyd(X: Tensor, x_sq: Tensor, C: Tensor, max_iter: int,
           tol: float, *, name: str = "lloyd") -> tuple[Tensor, Tensor, Tensor, int]:
     """Lloyd iterations from centers ``C``: ``(centers, labels, inertia, iterations)``.
@@ -145,7 +160,6 @@ def lloyd(X: Tensor, x_sq: Tensor, C: Tensor, max_iter: int,
     chunk = chunk_rows(X.shape[0], k, X.device)
     labels_old = None
     it = 0
-    n = X.shape[0]
     sums = None
     for it in range(1, max_iter + 1):  # noqa: B007 (it is returned)
         if labels_old is None:
@@ -155,15 +169,7 @@ def lloyd(X: Tensor, x_sq: Tensor, C: Tensor, max_iter: int,
         else:
             labels, _ = estep(X, C, chunk, sums=False)
             changed = labels != labels_old
-            moved = changed.nonzero()[:, 0]
-            if 4 * moved.numel() > n:
-                sums = torch.zeros_like(C).index_add_(0, labels, X)
-            else:
-                # Note [incremental sums]: s_j += sum_{i moved into j} x_i
-                #                                 - sum_{i moved out of j} x_i
-                Xm = X.index_select(0, moved)
-                sums.index_add_(0, labels.index_select(0, moved), Xm)
-                sums.index_add_(0, labels_old.index_select(0, moved), Xm, alpha=-1.0)
+            sums = update_sums(X, labels, labels_old, changed, sums)
         counts = torch.bincount(labels, minlength=k)
         if bool((counts == 0).any()):
             relocate_empty(X, x_sq, C, labels, counts, sums)

@@ -266,16 +266,22 @@ def test_lloyd_divergence_raises_convergence_error(monkeypatch):
     real = core.estep
     calls = {"n": 0}
 
+    real_update = core.update_sums
+
     def faulty(X, C, chunk, *, sums):
         labels, out = real(X, C, chunk, sums=sums)
-        if sums:
-            calls["n"] += 1
-            if calls["n"] == 3:  # the third assign step: a non-finite center appears
-                out = out.clone()
-                out[0, 0] = NAN
+        calls["n"] += 1
         return labels, out
 
+    def faulty_update(*args):
+        out = real_update(*args)
+        if calls["n"] == 3:  # the third assign step: a non-finite center appears
+            out = out.clone()
+            out[0, 0] = NAN
+        return out
+
     monkeypatch.setattr(core, "estep", faulty)
+    monkeypatch.setattr(core, "update_sums", faulty_update)
     with pytest.raises(ConvergenceError, match=r"^KMeans.fit: Lloyd's iterations diverged: the "
                        r"cluster centers became non-finite at iteration 3$"):
         KMeans(3, init="random", tol=0.0, max_iter=50, seed=0).fit(_blobs(300))

@@ -523,3 +523,20 @@ def test_fit_and_fit_batches_equal_sklearn_after_the_same_iterations():
                                    rtol=1e-10, atol=1e-10)
         torch.testing.assert_close(float(model.inertia_), sk.inertia_, rtol=1e-10, atol=0)
     assert torch.equal(full.labels_, torch.from_numpy(sk.labels_).long())
+
+
+@pytest.mark.parametrize("frac", [0.01, 0.2, 0.9])
+def test_incremental_sums_equal_fresh_sums(frac):
+    # Note [incremental sums]: the moved rows' update (and the fresh sum past a quarter)
+    # equals index_add over every row, to float64 rounding
+    from lamods._lloyd import update_sums
+
+    g = torch.Generator().manual_seed(3)
+    X = torch.randn(2000, 7, generator=g, dtype=torch.float64)
+    old = torch.randint(0, 5, (2000,), generator=g)
+    new = torch.where(torch.rand(2000, generator=g) < frac,
+                      torch.randint(0, 5, (2000,), generator=g), old)
+    sums = torch.zeros(5, 7, dtype=torch.float64).index_add_(0, old, X)
+    got = update_sums(X, new, old, new != old, sums)
+    want = torch.zeros(5, 7, dtype=torch.float64).index_add_(0, new, X)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
