@@ -3,7 +3,7 @@
     python -m benchmarks.bench_scale falkon [--n 10000 100000] [--m 1000 ...] [--maxiter 20]
                                             [--exact-n 5000] [--lam 1e-3] [--threads 2]
     python -m benchmarks.bench_scale kmeans [--n 100000] [--d 64] [--k 16] [--iters 30]
-                                            [--busy]
+                                            [--busy] [--data gaussian|blobs]
     python -m benchmarks.bench_scale knm [--n 100000] [--m 5000] [--iters 5]
 
 ``falkon``: :class:`lamods.NystromKernelRidge` on HIGGS-like synthetic data (28 standard
@@ -28,7 +28,10 @@ and on float64 data, interleaved round-robin, median of ``--iters`` rounds after
 ``kmeans``: Lloyd iterations from the same k-means++ init, ``--iters`` iterations
 (``tol=0``, ``max_iter=iters``), lamods ``KMeans.fit`` and ``KMeans.fit_batches`` (10 batches)
 against ``sklearn.cluster.KMeans(algorithm="lloyd")``; median of 5, interleaved, after a
-warm-up. Both sides run exactly ``--iters`` iterations (scikit-learn stops early only on
+warm-up, and scikit-learn's ``algorithm="elkan"`` for reference. ``--data gaussian`` (the
+default) has no cluster structure, ``--data blobs`` is a mixture of k Gaussians (the
+bounds of Note [Hamerly bounds] in :mod:`lamods._lloyd` prune on it). Both sides run exactly
+``--iters`` iterations (scikit-learn stops early only on
 strict convergence, when no label changes; the table prints each side's count), and the
 final centres are compared (max abs difference to scikit-learn's). ``--busy``: the rows again
 with a busy-loop process holding one core (``benchmarks._timing.busy_core``).
@@ -190,6 +193,11 @@ def kmeans(args: argparse.Namespace) -> None:
 
     g = torch.Generator().manual_seed(0)
     X = torch.randn(args.n, args.d, generator=g, dtype=torch.float64)
+    if args.data == "blobs":
+        # a mixture of k overlapping Gaussians, means 2 standard deviations apart on average
+        means = 2.0 / math.sqrt(2.0) * torch.randn(args.k, args.d, generator=g,
+                                                   dtype=torch.float64)
+        X += means[torch.randint(0, args.k, (args.n,), generator=g)]
     init = lamods.classic.kmeans.kmeans_plusplus(X, args.k, generator=g)
     Xn, init_n = X.numpy(), init.numpy()
 
@@ -204,10 +212,15 @@ def kmeans(args: argparse.Namespace) -> None:
         return SkKMeans(args.k, init=init_n, n_init=1, max_iter=args.iters, tol=0.0,
                         algorithm="lloyd").fit(Xn)
 
-    fns = {"ours": ours, "ours_batches": ours_batches, "sklearn": sk}
-    a, b, c = ours(), ours_batches(), sk()
+    def sk_elkan() -> object:
+        return SkKMeans(args.k, init=init_n, n_init=1, max_iter=args.iters, tol=0.0,
+                        algorithm="elkan").fit(Xn)
+
+    fns = {"ours": ours, "ours_batches": ours_batches, "sklearn": sk, "sklearn_elkan": sk_elkan}
+    a, b, c, e = ours(), ours_batches(), sk(), sk_elkan()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"{args.n:,} x {args.d}, k = {args.k}, float64, same init, OMP_WAIT_POLICY="
+          f"{args.n:,} x {args.d} ({args.data}), k = {args.k}, float64, same init, "
+          f"OMP_WAIT_POLICY="
           f"{os.environ.get('OMP_WAIT_POLICY')}")
     print("\n| work | machine | time (s) | ratio to scikit-learn | iterations | inertia | "
           "max abs centre diff. to scikit-learn |")
@@ -231,7 +244,9 @@ def kmeans(args: argparse.Namespace) -> None:
                  a.cluster_centers_),
                 ("ours_batches", "lamods KMeans.fit_batches (10 batches)", int(b.n_iter_),
                  float(b.inertia_), b.cluster_centers_),
-                ("sklearn", "scikit-learn KMeans(lloyd)", c.n_iter_, c.inertia_, ref)):
+                ("sklearn", "scikit-learn KMeans(lloyd)", c.n_iter_, c.inertia_, ref),
+                ("sklearn_elkan", "scikit-learn KMeans(elkan)", e.n_iter_, e.inertia_,
+                 torch.from_numpy(e.cluster_centers_))):
             diff = float((centres - ref).abs().max())
             print(f"| {label} | {where} | {med[key]:.3f} | {med[key] / med['sklearn']:.2f} | "
                   f"{iters} | {inertia:.10g} | {diff:.1e} |")
@@ -249,6 +264,8 @@ def main() -> None:
     p.add_argument("--d", type=int, default=64)
     p.add_argument("--k", type=int, default=16)
     p.add_argument("--iters", type=int, default=30)
+    p.add_argument("--data", choices=("gaussian", "blobs"), default="gaussian",
+                   help="kmeans: one Gaussian (no cluster structure) or a mixture of k")
     p.add_argument("--busy", action="store_true",
                    help="kmeans: print the rows again with a busy-loop process on one core")
     args = p.parse_args()

@@ -540,3 +540,69 @@ def test_incremental_sums_equal_fresh_sums(frac):
     got = update_sums(X, new, old, new != old, sums)
     want = torch.zeros(5, 7, dtype=torch.float64).index_add_(0, new, X)
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("max_iter", [3, 12, 40])
+def test_hamerly_bounds_give_lloyds_iterations(monkeypatch, max_iter):
+    # Note [Hamerly bounds]: on clustered data most rows are skipped after a few iterations,
+    # and every iteration still equals scikit-learn's Lloyd (labels, centres, count)
+    from sklearn.cluster import KMeans as SkKMeans
+
+    import lamods._lloyd as core
+
+    g = torch.Generator().manual_seed(21)
+    means = 6.0 * torch.randn(12, 5, generator=g, dtype=F64)
+    X = means[torch.randint(0, 12, (6000,), generator=g)] + torch.randn(6000, 5, generator=g,
+                                                                         dtype=F64)
+    init = X[:12].clone()
+    rows = []
+    real = core.two_nearest
+
+    def spy(Xs, *args):
+        rows.append(Xs.shape[0])
+        return real(Xs, *args)
+
+    monkeypatch.setattr(core, "two_nearest", spy)
+    ours = lamods.KMeans(12, init=init, max_iter=max_iter, tol=0.0).fit(X)
+    sk = SkKMeans(12, init=init.numpy(), n_init=1, max_iter=max_iter, tol=0.0,
+                  algorithm="lloyd").fit(X.numpy())
+    assert int(ours.n_iter_) == sk.n_iter_
+    assert torch.equal(ours.labels_, torch.from_numpy(sk.labels_).long())
+    torch.testing.assert_close(ours.cluster_centers_, torch.from_numpy(sk.cluster_centers_),
+                               rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(float(ours.inertia_), sk.inertia_, rtol=1e-10, atol=0)
+    if max_iter > 3 and sk.n_iter_ > 3:
+        assert min(rows[1:]) < len(X) // 4  # the bounds skipped most rows at some iteration
+
+
+def test_hamerly_bounds_fall_back_to_plain_steps_without_structure(monkeypatch):
+    # uniform noise: the bounds prune little, so after three full passes Lloyd runs plain
+    # steps; the iterations still equal scikit-learn's
+    from sklearn.cluster import KMeans as SkKMeans
+
+    import lamods._lloyd as core
+
+    g = torch.Generator().manual_seed(5)
+    X = torch.randn(5000, 16, generator=g, dtype=F64)
+    init = X[:10].clone()
+    calls = {"two": 0, "plain": 0}
+    real_two, real_e = core.two_nearest, core.estep
+
+    def two(*args):
+        calls["two"] += 1
+        return real_two(*args)
+
+    def plain(*args, **kw):
+        calls["plain"] += 1
+        return real_e(*args, **kw)
+
+    monkeypatch.setattr(core, "two_nearest", two)
+    monkeypatch.setattr(core, "estep", plain)
+    ours = lamods.KMeans(10, init=init, max_iter=15, tol=0.0).fit(X)
+    sk = SkKMeans(10, init=init.numpy(), n_init=1, max_iter=15, tol=0.0,
+                  algorithm="lloyd").fit(X.numpy())
+    assert int(ours.n_iter_) == sk.n_iter_ == 15
+    assert torch.equal(ours.labels_, torch.from_numpy(sk.labels_).long())
+    torch.testing.assert_close(ours.cluster_centers_, torch.from_numpy(sk.cluster_centers_),
+                               rtol=1e-10, atol=1e-10)
+    assert calls["two"] <= 4 and calls["plain"] >= 11
