@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import platform
 import statistics
 import subprocess
@@ -46,6 +47,39 @@ def time_pair(
             _sync(device)
             sink.append(time.perf_counter() - start)
     return statistics.median(t_ours), statistics.median(t_ref)
+
+
+def time_blocks(
+    ours: Callable[[], object],
+    reference: Callable[[], object],
+    *,
+    device: str,
+    repeats: int = 9,
+    rounds: int = 2,
+) -> tuple[float, float]:
+    """Best-of-``rounds`` medians of ``repeats`` back-to-back runs of each side, in blocks.
+
+    For a pair of libraries whose thread pools disturb each other when they alternate
+    (numpy's OpenBLAS spins its pthreads after each call, holding a core while torch runs
+    next; ``OMP_WAIT_POLICY`` does not reach them): each side runs alone within a block.
+    """
+    best_o = best_r = math.inf
+    for _ in range(rounds):
+        for fn, which in ((ours, "o"), (reference, "r")):
+            fn()
+            _sync(device)
+            times = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                fn()
+                _sync(device)
+                times.append(time.perf_counter() - start)
+            med = statistics.median(times)
+            if which == "o":
+                best_o = min(best_o, med)
+            else:
+                best_r = min(best_r, med)
+    return best_o, best_r
 
 
 def devices() -> list[str]:
