@@ -481,6 +481,67 @@ def _check_nystrom(X: Any, scale: float = 1.0) -> Callable[[Any], None]:
     return check
 
 
+def _check_nmf_stream(X: Any) -> Callable[[Any], None]:
+    def check(model: Any) -> None:
+        # one online step from NNDSVDa: non-negative, finite, and W H no farther from X
+        # than the zero model (the online algorithm has no closed form to compare with)
+        X64 = _t(X)
+        W = model.transform(X).detach().to(F64)
+        H = model.components_.detach().to(F64)
+        finite((W, H), "W, H")
+        if bool((W < 0).any()) or bool((H < 0).any()):
+            raise Wrong("negative factors")
+        if float((X64 - W @ H).norm()) > float(X64.norm()) * (1 + 1e-9) + 1e-300:
+            raise Wrong("W H is farther from X than zero")
+    return check
+
+
+def _check_knn(X: Any, k: int) -> Callable[[Any], None]:
+    def check(W: Any) -> None:
+        from sklearn.neighbors import kneighbors_graph
+
+        X64 = _t(X)
+        D = torch.cdist(X64, X64)
+        kth = D.sort(1).values[:, k - 1]
+        Wd = W.to_dense()
+        if not bool(D.sort(1).values[:, k].ne(kth).all()):
+            # tied k-th distances: any choice among the ties is a kNN graph; check that
+            # W is 0.5 (A + A^T) of one (symmetric, entries in {0, 1/2, 1}, unit diagonal,
+            # k neighbours per row at most the k-th distance away)
+            ok = (torch.equal(Wd, Wd.mT) and bool(torch.isin(Wd, Wd.new_tensor(
+                [0.0, 0.5, 1.0])).all()) and bool((Wd.diagonal() == 1).all())
+                and bool(((Wd > 0).sum(1) >= k).all())
+                and bool(((Wd == 0) | (D <= kth[:, None]) | (D <= kth[None, :])).all()))
+            if not ok:
+                raise Wrong("not the affinity of a kNN graph")
+            return
+        A = kneighbors_graph(X64.numpy(), k, include_self=True).toarray()
+        close(Wd, torch.from_numpy(0.5 * (A + A.T)), "kNN affinity", rtol=0, scale=1.0)
+    return check
+
+
+def _check_spectral_sparse(X: Any) -> Callable[[Any], None]:
+    def check(model: Any) -> None:
+        # the dense path on the same graph is the reference: the same partition
+        # (predict on the kNN affinity is the Nystrom extension of an unsymmetrised row, so
+        # predict(X_train) may differ from labels_ at a boundary point: a limitation of the
+        # kNN extension on both paths, not probed here)
+        labels = model.labels_
+        if labels.shape != (len(_t(X)),) or int(labels.min()) < 0 or int(labels.max()) >= 2:
+            raise Wrong(f"labels {labels}")
+        finite(model.embedding_, "embedding_")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ref = lamods.SpectralClustering(**{**model.get_params(),
+                                               "eigen_solver": "dense"}).fit(X).labels_
+        from sklearn.metrics import adjusted_rand_score
+
+        if adjusted_rand_score(ref.numpy(), labels.numpy()) < 1.0 - 1e-12:
+            raise Wrong(f"partition {labels.tolist()} differs from the dense path's "
+                        f"{ref.tolist()}")
+    return check
+
+
 #: how much each range case scales the data: kernel lengthscales scale with it, so the
 #: probe asks the same well-posed question at another scale
 SCALE = {"huge_f32": 1e30, "tiny_f32": 1e-30, "huge_f64": 1e150}
@@ -535,6 +596,19 @@ def _add_estimators() -> None:
               _fit(lambda n=n, c=c: lamods.NystromFeatures(5, max(n, 1), lengthscale=c,
                                                            seed=0), X),
               _check_nystrom(X, c))
+        # this session's entry points: the streamed fits, the sparse spectral path
+        probe("NystromKernelRidge.partial_fit", case,
+              lambda X=X, n=n, c=c: lamods.NystromKernelRidge(
+                  "rbf", 0.5, n_centers=max(n, 1), seed=0, lengthscale=c).partial_fit(X, y0),
+              _check_krr(X, y0, c))
+        probe("NMF.partial_fit", case, lambda Xn=Xn: lamods.NMF(2, seed=0).partial_fit(Xn),
+              _check_nmf_stream(Xn))
+        probe("knn_affinity", case, lambda X=X: classic.knn_affinity(X, 3), _check_knn(X, 3))
+        probe("SpectralClustering[sparse]", case,
+              _fit(lambda: lamods.SpectralClustering(2, affinity="nearest_neighbors",
+                                                     n_neighbors=6, eigen_solver="sparse",
+                                                     seed=0, n_init=3), X),
+              _check_spectral_sparse(X))
     # targets
     for case, ymut in (("y_nan", lambda y: _with(y, float("nan"))), ("y_2d", lambda y: y[:, None]),
                        ("y_short", lambda y: y[:-1]), ("y_int", lambda y: y.round().long()),

@@ -87,3 +87,14 @@ def test_build_vocabulary_refuses_what_is_not_text():
     with pytest.raises(TypeError, match=r"^build_vocabulary: expected docs as a sequence of "
                                         r"strings, got str"):
         build_vocabulary("one document")
+
+
+@pytest.mark.parametrize("eigen_solver", ["dense", "sparse"])
+def test_spectral_knn_refuses_fewer_distinct_points_than_clusters(eigen_solver):
+    # identical points: the kNN graph comes from tie-breaking, and so would the labels
+    sc = lamods.SpectralClustering(2, affinity="nearest_neighbors", n_neighbors=4,
+                                   eigen_solver=eigen_solver, seed=0)
+    with pytest.raises(ValueError, match=re.escape(
+            "SpectralClustering.fit: expected at least n_clusters = 2 distinct points for the "
+            "kNN affinity, got 1")):
+        sc.fit(torch.zeros(12, 3, dtype=F64))

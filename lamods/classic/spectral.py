@@ -703,6 +703,13 @@ class SpectralClustering(Estimator):
         if self.affinity == "nearest_neighbors" and self.n_neighbors > n:
             raise ValueError(f"{name}: expected n_neighbors <= n_samples = {n}, "
                              f"got {self.n_neighbors}")
+        if self.affinity == "nearest_neighbors":
+            # Note [undetermined embedding]: with fewer distinct points than clusters the kNN
+            # graph is made by tie-breaking among equal distances, and so are the labels
+            distinct = torch.unique(X, dim=0).shape[0]
+            if distinct < k:
+                raise ValueError(f"{name}: expected at least n_clusters = {k} distinct points "
+                                 f"for the kNN affinity, got {distinct}")
         sparse = self._sparse(n)
         if sparse:
             W = _knn_affinity(X, self.n_neighbors)
