@@ -446,12 +446,18 @@ def _check_linreg(X: Any, y: Any, alpha: float) -> Callable[[Any], None]:
     return check
 
 
+def _spectral_labels(model: Any, X: Any) -> Tensor:
+    """The fitted two-cluster labels, checked for shape and range, with a finite embedding."""
+    labels = model.labels_
+    if labels.shape != (len(_t(X)),) or int(labels.min()) < 0 or int(labels.max()) >= 2:
+        raise Wrong(f"labels {labels}")
+    finite(model.embedding_, "embedding_")
+    return labels
+
+
 def _check_spectral(X: Any) -> Callable[[Any], None]:
     def check(model: Any) -> None:
-        labels = model.labels_
-        if labels.shape != (len(_t(X)),) or int(labels.min()) < 0 or int(labels.max()) >= 2:
-            raise Wrong(f"labels {labels}")
-        finite(model.embedding_, "embedding_")
+        labels = _spectral_labels(model, X)
         pred = model.predict(X)
         if not bool((pred == labels).all()):
             raise Wrong("predict(X_train) differs from labels_")
@@ -526,10 +532,7 @@ def _check_spectral_sparse(X: Any) -> Callable[[Any], None]:
         # (predict on the kNN affinity is the Nystrom extension of an unsymmetrised row, so
         # predict(X_train) may differ from labels_ at a boundary point: a limitation of the
         # kNN extension on both paths, not probed here)
-        labels = model.labels_
-        if labels.shape != (len(_t(X)),) or int(labels.min()) < 0 or int(labels.max()) >= 2:
-            raise Wrong(f"labels {labels}")
-        finite(model.embedding_, "embedding_")
+        labels = _spectral_labels(model, X)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             ref = lamods.SpectralClustering(**{**model.get_params(),
