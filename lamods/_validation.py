@@ -338,6 +338,24 @@ def check_stream_batch(name: str, X: Tensor, reference: Tensor, *, what: str = "
                          f"earlier batches), got {X.shape[-1]}")
 
 
+def check_streamable(name: str, *, fresh: bool, fitted: bool, by: str = "fit") -> None:
+    """``partial_fit`` continues a stream or starts one; it cannot continue a model fitted
+    in memory (by ``by``), which keeps no streaming statistics."""
+    if fresh and fitted:
+        raise RuntimeError(f"{name}: expected a fresh module or one fitted by partial_fit, "
+                           f"got a model fitted by {by} (it keeps no streaming statistics); "
+                           f"stream from a new module")
+
+
+def check_stream_target(name: str, y: Tensor, k: int, vector: bool) -> None:
+    """A later batch's target of a streamed fit has the earlier batches' form: ``(n_batch,)``
+    when they were 1-D (``vector``), else ``(n_batch, k)``."""
+    if (y.dim() == 1) != vector or (not vector and y.shape[-1] != k):
+        want = "(n_batch,)" if vector else f"(n_batch, {k})"
+        raise ValueError(f"{name}: expected y of shape {want} (as the earlier batches), "
+                         f"got {tuple(y.shape)}")
+
+
 def check_eps(name: str, eps: object) -> float | None:
     """``None`` or a float >= 0."""
     if eps is None:

@@ -85,6 +85,7 @@ from lamods._validation import (
     check_finite,
     check_nonnegative,
     check_positive_int,
+    check_streamable,
     nonfinite_rows,
 )
 from lamods.base import Estimator
@@ -304,10 +305,7 @@ class KMeans(Estimator):
         ``self`` (Note [k-means over batches]). The first batch seeds the centres."""
         name = f"{type(self).__name__}.partial_fit"
         fresh = self.counts_.numel() == 0
-        if fresh and self.is_fitted():
-            raise RuntimeError(f"{name}: expected a fresh module or one fitted by partial_fit, "
-                               f"got a model fitted by fit or fit_batches; stream from a new "
-                               f"module")
+        check_streamable(name, fresh=fresh, fitted=self.is_fitted(), by="fit or fit_batches")
         X = self._batch_input(name, "partial_fit", X, None if fresh else self.cluster_centers_)
         C = self._initial_centers(name, X) if fresh else self.cluster_centers_
         N = torch.zeros(self.n_clusters, dtype=X.dtype, device=X.device) if fresh \

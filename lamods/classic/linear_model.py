@@ -57,7 +57,14 @@ import torch
 from torch import Tensor
 
 from lamods._distributed import all_reduce_sum
-from lamods._validation import check_choice, check_nonnegative, check_positive_int
+from lamods._validation import (
+    check_choice,
+    check_nonnegative,
+    check_positive_int,
+    check_stream_batch,
+    check_stream_target,
+    check_streamable,
+)
 from lamods.base import Estimator
 from lamods.classic.lstsq import METHODS, default_rcond, lstsq
 from lamods.exceptions import ConvergenceError, SingularSystemError
@@ -146,27 +153,16 @@ class _LinearModel(Estimator):
         """
         name = f"{type(self).__name__}.partial_fit"
         n_a = int(self.n_samples_seen_)
-        if n_a == 0 and self.coef_.numel() > 0:
-            raise RuntimeError(f"{name}: expected a fresh module or one fitted by partial_fit, "
-                               f"got a model fitted by fit or fit_gd (it keeps no streaming "
-                               f"statistics); stream from a new module")
+        check_streamable(name, fresh=n_a == 0, fitted=self.coef_.numel() > 0,
+                         by="fit or fit_gd")
         X = self._fit_input("partial_fit", X, adopt=n_a == 0)
         y = self._fit_target("partial_fit", y, X)
         Y = y.unsqueeze(-1) if y.dim() == 1 else y
         d, k = X.shape[1], Y.shape[1]
         if n_a > 0:
-            want_d, want_k = self.x_mean_.shape[0], self.y_mean_.shape[0]
-            if X.dtype != self.x_mean_.dtype:
-                raise TypeError(f"{name}: expected X of the streamed dtype "
-                                f"{self.x_mean_.dtype}, got {X.dtype}")
-            if d != want_d:
-                raise ValueError(f"{name}: expected X with {want_d} features (as the earlier "
-                                 f"batches), got {d}")
-            vector = self.coef_.dim() == 1  # the earlier batches' y was 1-D
-            if k != want_k or (y.dim() == 1) != vector:
-                want = "(n_batch,)" if vector else f"(n_batch, {want_k})"
-                raise ValueError(f"{name}: expected y of shape {want} (as the earlier "
-                                 f"batches), got {tuple(y.shape)}")
+            check_stream_batch(name, X, self.x_mean_)
+            # the earlier batches' y was 1-D when coef_ is
+            check_stream_target(name, y, self.y_mean_.shape[0], self.coef_.dim() == 1)
         # this batch's row count and column sums, summed over ranks
         stats = all_reduce_sum(torch.cat([X.sum(0), Y.sum(0), X.new_tensor([X.shape[0]])]))
         n_b = int(stats[-1].round())

@@ -118,6 +118,7 @@ from lamods._validation import (
     check_nonnegative,
     check_positive_int,
     check_stream_batch,
+    check_streamable,
 )
 from lamods.base import Estimator
 from lamods.decomp.randomized import randomized_svd
@@ -542,10 +543,7 @@ class NMF(Estimator):
         """
         name = f"{type(self).__name__}.partial_fit"
         fresh = self.components_denominator_.numel() == 0
-        if fresh and self.is_fitted():
-            raise RuntimeError(f"{name}: expected a fresh module or one fitted by partial_fit, "
-                               f"got a model fitted by fit (it keeps no streaming "
-                               f"statistics); stream from a new module")
+        check_streamable(name, fresh=fresh, fitted=self.is_fitted())
         if self.solver != "mu":
             raise ValueError(f"{name}: expected solver='mu' (online multiplicative updates, "
                              f"as scikit-learn's MiniBatchNMF), got {self.solver!r}")

@@ -35,6 +35,9 @@ from lamods._validation import (
     check_features,
     check_positive,
     check_positive_int,
+    check_stream_batch,
+    check_stream_target,
+    check_streamable,
 )
 from lamods.base import Estimator
 from lamods.cg import cg_core
@@ -632,10 +635,7 @@ class NystromKernelRidge(Estimator):
         """
         name = "NystromKernelRidge.partial_fit"
         seen = int(self.n_samples_seen_)
-        if seen == 0 and self.coef_.numel() > 0:
-            raise RuntimeError(f"{name}: expected a fresh module or one fitted by partial_fit, "
-                               f"got a model fitted by fit (it keeps no streaming statistics); "
-                               f"stream from a new module")
+        check_streamable(name, fresh=seen == 0, fitted=self.coef_.numel() > 0)
         X = self._fit_input("partial_fit", X, adopt=seen == 0)
         y = self._fit_target("partial_fit", y, X)
         Y = y.unsqueeze(-1) if y.dim() == 1 else y
@@ -645,15 +645,8 @@ class NystromKernelRidge(Estimator):
             if centers is not None:
                 raise ValueError(f"{name}: expected centers only on the first call (it fixes "
                                  f"them), got centers after {seen} samples")
-            if X.dtype != self.centers_.dtype:
-                raise TypeError(f"{name}: expected X of the streamed dtype "
-                                f"{self.centers_.dtype}, got {X.dtype}")
-            check_features(name, X, self.centers_.shape[1])
-            k = self.cross_.shape[1]
-            if Y.shape[1] != k or (y.dim() == 1) != self._squeeze:
-                want = "(n_batch,)" if self._squeeze else f"(n_batch, {k})"
-                raise ValueError(f"{name}: expected y of shape {want} (as the earlier batches), "
-                                 f"got {tuple(y.shape)}")
+            check_stream_batch(name, X, self.centers_)
+            check_stream_target(name, y, self.cross_.shape[1], self._squeeze)
             C = self.centers_
         m, k = C.shape[0], Y.shape[1]
         G, R = KnmStream(self.kernel_module, X, C, self.block_rows).statistics(Y)
