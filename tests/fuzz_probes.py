@@ -400,14 +400,19 @@ def _check_kmeans_lloyd(X: Any) -> Callable[[Any], None]:
     return check
 
 
+def _nmf_factors(model: Any, X: Any) -> tuple[Tensor, Tensor, Tensor]:
+    """X, W = transform(X) and H in float64, checked finite and non-negative."""
+    W = model.transform(X).detach().to(F64)
+    H = model.components_.detach().to(F64)
+    finite((W, H), "W, H")
+    if bool((W < 0).any()) or bool((H < 0).any()):
+        raise Wrong("negative factors")
+    return _t(X), W, H
+
+
 def _check_nmf(X: Any) -> Callable[[Any], None]:
     def check(model: Any) -> None:
-        X64 = _t(X)
-        W = model.transform(X).detach().to(F64)
-        H = model.components_.detach().to(F64)
-        finite((W, H), "W, H")
-        if bool((W < 0).any()) or bool((H < 0).any()):
-            raise Wrong("negative factors")
+        X64, W, H = _nmf_factors(model, X)
         if not bool(X64.any()):  # all zero: W H = 0 exactly (scikit-learn gives zeros too)
             if bool(W.any()) or float(model.reconstruction_err_) != 0:
                 raise Wrong("non-zero factors of an all-zero matrix")
@@ -491,12 +496,7 @@ def _check_nmf_stream(X: Any) -> Callable[[Any], None]:
     def check(model: Any) -> None:
         # one online step from NNDSVDa: non-negative, finite, and W H no farther from X
         # than the zero model (the online algorithm has no closed form to compare with)
-        X64 = _t(X)
-        W = model.transform(X).detach().to(F64)
-        H = model.components_.detach().to(F64)
-        finite((W, H), "W, H")
-        if bool((W < 0).any()) or bool((H < 0).any()):
-            raise Wrong("negative factors")
+        X64, W, H = _nmf_factors(model, X)
         if float((X64 - W @ H).norm()) > float(X64.norm()) * (1 + 1e-9) + 1e-300:
             raise Wrong("W H is farther from X than zero")
     return check
