@@ -111,6 +111,19 @@ def _unreachable(module: nn.Module, prefix: str = "", top: bool = True) -> list[
     return found
 
 
+def _reachable_pending(who: str, net: nn.Module,
+                       advice: str = "") -> tuple[list[tuple[str, nn.Module]], list[str]]:
+    """The network's steps and the names of its unfitted fit-style ones; raises when an
+    unfitted fit-style module sits where no step can reach it."""
+    steps = _steps(net)
+    hidden = [] if is_fit_style(net) else _unreachable(net)
+    if hidden:
+        raise ValueError(
+            f"{who}: expected unfitted fit-style modules to be the network itself or steps of "
+            f"an nn.Sequential, got {', '.join(hidden)} inside {type(net).__name__}{advice}")
+    return steps, _pending(steps)
+
+
 def fit_modules(net: nn.Module, datamodule: pl.LightningDataModule) -> list[str]:
     """Fit the unfitted fit-style modules of ``net`` on ``datamodule``'s training split.
 
@@ -129,14 +142,9 @@ def fit_modules(net: nn.Module, datamodule: pl.LightningDataModule) -> list[str]
         >>> net[0].components_.shape, fit_modules(net, None)
         (torch.Size([8, 64]), [])
     """
-    steps = _steps(net)
-    pending = _pending(steps)
-    hidden = [] if is_fit_style(net) else _unreachable(net)
-    if hidden:
-        raise ValueError(
-            f"fit_modules: expected unfitted fit-style modules to be the network itself or steps "
-            f"of an nn.Sequential, got {', '.join(hidden)} inside {type(net).__name__}; give "
-            f"{type(net).__name__} a fit(X) method, or fit those modules before training")
+    steps, pending = _reachable_pending(
+        "fit_modules", net, f"; give {type(net).__name__} a fit(X) method, or fit those "
+        "modules before training")
     if not pending:
         return []
     x, y = split_data(datamodule, "train")
@@ -213,14 +221,7 @@ def stream_fit_modules(net: nn.Module, batches: Iterable[Any], *, rank: int = 0,
         >>> torch.allclose(net[0].explained_variance_, PCA(3).fit(x).explained_variance_)
         True
     """
-    steps = _steps(net)
-    pending = _pending(steps)
-    hidden = [] if is_fit_style(net) else _unreachable(net)
-    if hidden:
-        raise ValueError(
-            f"stream_fit_modules: expected unfitted fit-style modules to be the network itself "
-            f"or steps of an nn.Sequential, got {', '.join(hidden)} inside "
-            f"{type(net).__name__}")
+    steps, pending = _reachable_pending("stream_fit_modules", net)
     for name in pending:
         step = dict(steps)[name]
         if not callable(getattr(step, "partial_fit", None)):
