@@ -88,3 +88,20 @@ def pow2_scale(*tensors: Tensor, dims: int | None = None) -> Tensor:
         peak = a if peak is None else torch.maximum(peak, a)
     assert peak is not None
     return pow2_at_least(peak)
+
+
+def float32_gemm_is_ieee(device: torch.device) -> bool:
+    """True when a float32 matmul on ``device`` rounds as IEEE float32 arithmetic does.
+
+    False on CUDA and whenever torch may lower float32 products to TF32 or bfloat16
+    (``torch.set_float32_matmul_precision("high" | "medium")`` or the ``fp32_precision``
+    backends settings): error bounds derived for float32 (Note [float32 screen] in
+    :mod:`lamods._lloyd`) would not hold there.
+    """
+    if device.type != "cpu" or torch.get_float32_matmul_precision() != "highest":
+        return False
+    settings = [getattr(torch.backends, "fp32_precision", "none")]
+    mkldnn_matmul = getattr(torch.backends.mkldnn, "matmul", None)
+    if mkldnn_matmul is not None:
+        settings.append(getattr(mkldnn_matmul, "fp32_precision", "none"))
+    return all(s in ("none", "ieee") for s in settings)

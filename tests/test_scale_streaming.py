@@ -542,27 +542,52 @@ def test_incremental_sums_equal_fresh_sums(frac):
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("max_iter", [3, 12, 40])
-def test_hamerly_bounds_give_lloyds_iterations(monkeypatch, max_iter):
-    # Note [Hamerly bounds]: on clustered data most rows are skipped after a few iterations,
-    # and every iteration still equals scikit-learn's Lloyd (labels, centres, count)
-    from sklearn.cluster import KMeans as SkKMeans
-
+def _spy_assign(monkeypatch, screen: bool) -> list[tuple[int, bool]]:
+    """Record ``(rows, with_bounds)`` of every full-precision assign step of a k-means fit:
+    through the float32 screen (Note [float32 screen]) or, with it switched off, through
+    ``two_nearest`` (bounds) and ``estep`` (plain steps)."""
     import lamods._lloyd as core
+
+    calls: list[tuple[int, bool]] = []
+    if screen:
+        real = core.Float32Screen.two_nearest
+
+        def spy(self, X, x_sq, C, chunk, slack, rows=None, *, bounds=True):
+            calls.append((X.shape[0] if rows is None else rows.numel(), bounds))
+            return real(self, X, x_sq, C, chunk, slack, rows, bounds=bounds)
+
+        monkeypatch.setattr(core.Float32Screen, "two_nearest", spy)
+    else:
+        monkeypatch.setattr(core.Float32Screen, "applies", staticmethod(lambda X, k: False))
+        real_two, real_e = core.two_nearest, core.estep
+
+        def two(Xs, *args):
+            calls.append((Xs.shape[0], True))
+            return real_two(Xs, *args)
+
+        def plain(Xs, *args, **kw):
+            calls.append((Xs.shape[0], False))
+            return real_e(Xs, *args, **kw)
+
+        monkeypatch.setattr(core, "two_nearest", two)
+        monkeypatch.setattr(core, "estep", plain)
+    return calls
+
+
+@pytest.mark.parametrize("screen", [True, False])
+@pytest.mark.parametrize("max_iter", [3, 12, 40])
+def test_hamerly_bounds_give_lloyds_iterations(monkeypatch, max_iter, screen):
+    # Note [Hamerly bounds]: on clustered data most rows are skipped after a few iterations,
+    # and every iteration still equals scikit-learn's Lloyd (labels, centres, count), with
+    # and without the float32 screen
+    from sklearn.cluster import KMeans as SkKMeans
 
     g = torch.Generator().manual_seed(21)
     means = 6.0 * torch.randn(12, 5, generator=g, dtype=F64)
     X = means[torch.randint(0, 12, (6000,), generator=g)] + torch.randn(6000, 5, generator=g,
                                                                          dtype=F64)
     init = X[:12].clone()
-    rows = []
-    real = core.two_nearest
-
-    def spy(Xs, *args):
-        rows.append(Xs.shape[0])
-        return real(Xs, *args)
-
-    monkeypatch.setattr(core, "two_nearest", spy)
+    calls = _spy_assign(monkeypatch, screen)
     ours = lamods.KMeans(12, init=init, max_iter=max_iter, tol=0.0).fit(X)
     sk = SkKMeans(12, init=init.numpy(), n_init=1, max_iter=max_iter, tol=0.0,
                   algorithm="lloyd").fit(X.numpy())
@@ -571,33 +596,22 @@ def test_hamerly_bounds_give_lloyds_iterations(monkeypatch, max_iter):
     torch.testing.assert_close(ours.cluster_centers_, torch.from_numpy(sk.cluster_centers_),
                                rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(float(ours.inertia_), sk.inertia_, rtol=1e-10, atol=0)
+    rows = [r for r, bounds in calls if bounds]
+    assert rows[0] == len(X)
     if max_iter > 3 and sk.n_iter_ > 3:
         assert min(rows[1:]) < len(X) // 4  # the bounds skipped most rows at some iteration
 
 
-def test_hamerly_bounds_fall_back_to_plain_steps_without_structure(monkeypatch):
+@pytest.mark.parametrize("screen", [True, False])
+def test_hamerly_bounds_fall_back_to_plain_steps_without_structure(monkeypatch, screen):
     # uniform noise: the bounds prune little, so after three full passes Lloyd runs plain
     # steps; the iterations still equal scikit-learn's
     from sklearn.cluster import KMeans as SkKMeans
 
-    import lamods._lloyd as core
-
     g = torch.Generator().manual_seed(5)
     X = torch.randn(5000, 16, generator=g, dtype=F64)
     init = X[:10].clone()
-    calls = {"two": 0, "plain": 0}
-    real_two, real_e = core.two_nearest, core.estep
-
-    def two(*args):
-        calls["two"] += 1
-        return real_two(*args)
-
-    def plain(*args, **kw):
-        calls["plain"] += 1
-        return real_e(*args, **kw)
-
-    monkeypatch.setattr(core, "two_nearest", two)
-    monkeypatch.setattr(core, "estep", plain)
+    calls = _spy_assign(monkeypatch, screen)
     ours = lamods.KMeans(10, init=init, max_iter=15, tol=0.0).fit(X)
     sk = SkKMeans(10, init=init.numpy(), n_init=1, max_iter=15, tol=0.0,
                   algorithm="lloyd").fit(X.numpy())
@@ -605,4 +619,86 @@ def test_hamerly_bounds_fall_back_to_plain_steps_without_structure(monkeypatch):
     assert torch.equal(ours.labels_, torch.from_numpy(sk.labels_).long())
     torch.testing.assert_close(ours.cluster_centers_, torch.from_numpy(sk.cluster_centers_),
                                rtol=1e-10, atol=1e-10)
-    assert calls["two"] <= 4 and calls["plain"] >= 11
+    torch.testing.assert_close(float(ours.inertia_), sk.inertia_, rtol=1e-10, atol=0)
+    with_bounds = sum(bounds for _, bounds in calls)
+    assert with_bounds <= 4 and len(calls) - with_bounds >= 11
+
+
+def _near_ties(seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Rows next to the bisector of two centers (offsets 1e-10 .. 1e-3 of their distance,
+    both signs), far from the origin, plus ordinary rows; the exact labels, from float64
+    differences ``||x - c||^2`` (which decide offsets down to about 1e-12)."""
+    g = torch.Generator().manual_seed(seed)
+    d = 24
+    C = 40.0 + torch.randn(5, d, generator=g, dtype=F64)
+    u = (C[1] - C[0]) / (C[1] - C[0]).norm()
+    t = torch.logspace(-10, -3, 400, dtype=F64) * (C[1] - C[0]).norm()
+    t = torch.cat([t, -t])
+    noise = torch.randn(t.numel(), d, generator=g, dtype=F64)
+    noise -= (noise @ u).unsqueeze(1) * u  # stay on the bisector's parallel planes
+    X = torch.cat([(C[0] + C[1]) / 2 + t.unsqueeze(1) * u + 0.01 * noise,
+                   40.0 + 2 * torch.randn(2000, d, generator=g, dtype=F64)])
+    exact = (X.unsqueeze(1) - C.unsqueeze(0)).square().sum(-1).argmin(1)
+    return X, C, exact
+
+
+def test_float32_screen_labels_are_exact_near_ties():
+    # Note [float32 screen]: float32 alone mislabels rows within its rounding of a tie;
+    # the screen re-checks exactly those in float64
+    import lamods._lloyd as core
+
+    X, C, exact = _near_ties(0)
+    Xs, x_sq, frame = core.center_scale(X)
+    Cs = frame.apply(C)
+    c_bound = torch.maximum(x_sq.max(), Cs.square().sum(1).max())
+    slack = (8 * torch.finfo(F64).eps * (x_sq + c_bound)).sqrt()
+    screen = core.Float32Screen(Xs, x_sq, c_bound)
+    f32_only = core._two_smallest(Xs.float(), Cs.float(), 4096)[0]
+    assert (f32_only != exact).any()  # the data defeat float32 alone
+    labels, _, _ = screen.two_nearest(Xs, x_sq, Cs, 4096, slack, bounds=False)
+    assert torch.equal(labels, exact)
+    assert 0 < screen.rechecked < X.shape[0] // 2
+    rows = torch.arange(0, X.shape[0], 3)
+    sub, upper, lower = screen.two_nearest(Xs, x_sq, Cs, 4096, slack, rows)
+    assert torch.equal(sub, exact[rows])
+    # the bounds hold against distances taken as differences (Note [Hamerly bounds])
+    dist = (Xs[rows].unsqueeze(1) - Cs.unsqueeze(0)).square().sum(-1).sqrt()
+    nearest = dist.gather(1, sub.unsqueeze(1))[:, 0]
+    second = dist.scatter(1, sub.unsqueeze(1), float("inf")).amin(1)
+    assert bool((upper >= nearest).all()) and bool((lower <= second).all())
+
+
+def test_kmeans_same_with_and_without_float32_screen(monkeypatch):
+    import lamods._lloyd as core
+
+    X, C, _ = _near_ties(1)
+    init = X[torch.arange(0, X.shape[0], X.shape[0] // 5)][:5]
+    ours = lamods.KMeans(5, init=init, max_iter=25, tol=0.0).fit(X)
+    monkeypatch.setattr(core.Float32Screen, "applies", staticmethod(lambda X, k: False))
+    plain = lamods.KMeans(5, init=init, max_iter=25, tol=0.0).fit(X)
+    assert int(ours.n_iter_) == int(plain.n_iter_)
+    assert torch.equal(ours.labels_, plain.labels_)
+    torch.testing.assert_close(ours.cluster_centers_, plain.cluster_centers_, rtol=1e-12,
+                               atol=1e-12)
+    torch.testing.assert_close(ours.inertia_, plain.inertia_, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("precision", ["high", "medium"])
+def test_float32_screen_off_when_float32_products_may_be_lowered(precision):
+    # TF32 / bfloat16 products would void the float32 error bound of the screen
+    import lamods._lloyd as core
+    from lamods._precision import float32_gemm_is_ieee
+
+    X = torch.randn(50, 4, dtype=F64)
+    before = torch.get_float32_matmul_precision()
+    assert core.Float32Screen.applies(X, 3) == float32_gemm_is_ieee(X.device)
+    assert not core.Float32Screen.applies(X.float(), 3)
+    assert not core.Float32Screen.applies(X, 1)
+    try:
+        torch.set_float32_matmul_precision(precision)
+        assert not float32_gemm_is_ieee(X.device)
+        assert not core.Float32Screen.applies(X, 3)
+    finally:
+        torch.set_float32_matmul_precision(before)
+    assert core.Float32Screen.applies(X, 3) == float32_gemm_is_ieee(X.device)
+

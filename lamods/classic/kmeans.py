@@ -89,7 +89,7 @@ from lamods._validation import (
     nonfinite_rows,
 )
 from lamods.base import Estimator
-from lamods.distances import ScaledFrame, partial_sq_distances
+from lamods.distances import ScaledFrame, partial_sq_distances, row_sq_norms
 from lamods.exceptions import ConvergenceError
 
 __all__ = ["KMeans", "kmeans_plusplus"]
@@ -277,7 +277,7 @@ class KMeans(Estimator):
         sums = torch.zeros_like(C).index_add_(0, labels, X)
         counts = torch.bincount(labels, minlength=C.shape[0]).to(X.dtype)
         # ||x - c||^2 = s^2 (||x'||^2 + ||c'||^2 - 2 x'^T c')
-        inertia = frame.back_sq((dpart + Xs.square().sum(1)).clamp_min(0).sum())
+        inertia = frame.back_sq((dpart + row_sq_norms(Xs)).clamp_min(0).sum())
         return sums, counts, inertia
 
     def _batch_input(self, name: str, method: str, X: object, ref: Tensor | None, *,

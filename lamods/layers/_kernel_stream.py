@@ -42,7 +42,7 @@ import math
 import torch
 from torch import Tensor
 
-from lamods.distances import ScaledFrame
+from lamods.distances import ScaledFrame, row_sq_norms
 from lamods.layers.kernels import Kernel, RBFKernel
 
 __all__ = ["KnmStream", "accumulation_dtype"]
@@ -87,7 +87,7 @@ class KnmStream:
         # |x'|, |c'| < 2 per entry: every term is at most 4 d gamma (plus rounding)
         if not 8 * X.shape[1] * gamma < torch.finfo(X.dtype).max:
             return False
-        self.x_sq = Xs.square().sum(1).mul_(gamma)  # gamma ||x||^2  (n,)
+        self.x_sq = row_sq_norms(Xs).mul_(gamma)  # gamma ||x||^2  (n,)
         self.c_sq = Cs.square().sum(1).mul_(-gamma)[None]  # -gamma ||c||^2  (1, m)
         self.Ct2 = (Cs.mT * (2 * gamma)).contiguous()  # 2 gamma C^T  (d, m)
         self.Xs = Xs
