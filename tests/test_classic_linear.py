@@ -70,6 +70,17 @@ def test_lstsq_wide_blocked_gram_and_qr_reduction(method):
     torch.testing.assert_close(Xg.grad, Xr.grad, rtol=1e-6, atol=1e-9)
 
 
+@pytest.mark.parametrize(("n", "leaf"), [(37, 4), (255, 128), (513, 256), (777, 256), (1100, 256)])
+def test_blocked_gram_equals_the_product(n, leaf):
+    # Note [blocked Gram]: recursive blocks, odd widths and batch dimensions included
+    from lamods.classic.lstsq import _gram
+
+    X = torch.randn(2, 40, n, generator=torch.Generator().manual_seed(n), dtype=F64)
+    torch.testing.assert_close(_gram(X, leaf), X.mT @ X, rtol=1e-13, atol=1e-13)
+    torch.testing.assert_close(_gram(X[0].float(), leaf), (X[0].mT @ X[0]).float(), rtol=1e-5,
+                               atol=1e-4)
+
+
 def test_lstsq_svd_minimum_norm_on_rank_deficient():
     X, y = _data(n=10, d=3)
     X = torch.cat([X, X[:, :1]], dim=1)  # duplicated column
