@@ -9,9 +9,9 @@ download=False)``, the first ``--train`` training and ``--test`` test images, pi
 
 - ours :class:`KernelRidgeHead` (exact, one-hot targets) vs scikit-learn's ``KernelRidge(rbf)``
   and ``SVC(rbf)``;
-- ours :class:`RandomFourierFeatures` (orthogonal) + closed-form ridge vs ``RBFSampler`` +
+- ours :class:`RandomFourierFeatures` (orthogonal) + :class:`RidgeRegression` vs ``RBFSampler`` +
   ``RidgeClassifier`` at equal feature count ``D``;
-- ours :class:`NystromFeatures` + closed-form ridge vs ``Nystroem`` + ``RidgeClassifier``.
+- ours :class:`NystromFeatures` + :class:`RidgeRegression` vs ``Nystroem`` + ``RidgeClassifier``.
 
 Both sides use the same ``gamma = 1 / (2 l^2)``, ``l`` from the median heuristic (the median
 pairwise distance of 1,000 training points), computed once. Ratios are ours / reference
@@ -20,7 +20,7 @@ pairwise distance of 1,000 training points), computed once. Ratios are ours / re
 
 Table 1b (``--rff-split``, or alone with ``--rff-only``): the RFF rows split into the feature
 map (our construction + ``forward`` on train and test, against ``RBFSampler`` fit + transform)
-and the ridge solve on fixed features (our closed form, against ``RidgeClassifier`` fit +
+and the ridge solve on fixed features (our ``RidgeRegression``, against ``RidgeClassifier`` fit +
 predict), plus whole RFF + ridge with plain Gaussian frequencies (``orthogonal=False``, the
 method of ``RBFSampler``).
 
@@ -52,6 +52,7 @@ from benchmarks._timing import (  # noqa: E402
     time_blocks,
     time_pair,
 )
+from lamods import RidgeRegression  # noqa: E402
 from lamods.layers import (  # noqa: E402
     KernelRidgeHead,
     NystromFeatures,
@@ -95,14 +96,9 @@ def median_lengthscale(X: np.ndarray, n: int = 1000) -> float:
 
 def ridge_fit_predict(Z: torch.Tensor, Y: torch.Tensor, Zq: torch.Tensor,
                       alpha: float) -> torch.Tensor:
-    r"""Linear ridge with intercept: :math:`(Z_c^T Z_c + \alpha I) W = Z_c^T Y_c`, predictions."""
-    mz, my = Z.mean(0), Y.mean(0)
-    Zc = Z - mz
-    G = Zc.mT @ Zc
-    G.diagonal().add_(alpha)
-    C = torch.linalg.cholesky(G)
-    W = torch.cholesky_solve(Zc.mT @ (Y - my), C)
-    return (Zq - mz) @ W + my
+    r"""lamods' :class:`~lamods.RidgeRegression` (intercept, Cholesky of
+    :math:`Z_c^T Z_c + \alpha I`, as ``RidgeClassifier``): fit on ``Z``, predict ``Zq``."""
+    return RidgeRegression(alpha=alpha).fit(Z, Y).predict(Zq)
 
 
 def _acc(pred: torch.Tensor | np.ndarray, y: np.ndarray) -> float:
