@@ -668,6 +668,40 @@ def test_float32_screen_labels_are_exact_near_ties():
     assert bool((upper >= nearest).all()) and bool((lower <= second).all())
 
 
+def test_decided_labels_codes_label_and_count():
+    # Note [float32 screen]: one reduction per block; a row is decided when exactly one
+    # partial distance lies within its gap of the smallest
+    import lamods._lloyd as core
+
+    g = torch.Generator().manual_seed(3)
+    X = torch.randn(3000, 6, generator=g)
+    C = torch.randn(9, 6, generator=g)
+    C[5] = C[2]  # a duplicated center: its rows tie exactly
+    ref, p1, p2 = core._two_smallest(X, C, 256)
+    for gap in (0.0, 0.05):
+        labels, undecided = core._decided_labels(X, C, torch.full((3000,), gap), 256)
+        assert torch.equal(undecided, p2 - p1 <= gap)
+        assert torch.equal(labels[~undecided], ref[~undecided])
+        assert bool(undecided[(ref == 2) | (ref == 5)].all())
+        assert bool((~undecided).any())
+
+
+@pytest.mark.parametrize("k", [2, 201])
+def test_kmeans_screen_for_few_and_many_centers(monkeypatch, k):
+    # k above CODE_MAX_K takes the two-minima pass for the plain steps too
+    import lamods._lloyd as core
+
+    g = torch.Generator().manual_seed(k)
+    X = torch.randn(1500, 3, generator=g, dtype=F64)
+    init = X[:k].clone()
+    ours = lamods.KMeans(k, init=init, max_iter=8, tol=0.0).fit(X)
+    monkeypatch.setattr(core.Float32Screen, "applies", staticmethod(lambda X, k: False))
+    plain = lamods.KMeans(k, init=init, max_iter=8, tol=0.0).fit(X)
+    assert torch.equal(ours.labels_, plain.labels_)
+    torch.testing.assert_close(ours.cluster_centers_, plain.cluster_centers_, rtol=1e-12,
+                               atol=1e-12)
+
+
 def test_kmeans_same_with_and_without_float32_screen(monkeypatch):
     import lamods._lloyd as core
 
