@@ -19,6 +19,7 @@ the inertia by :math:`s^2`.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import torch
 from torch import Tensor
@@ -126,6 +127,20 @@ def estep(X: Tensor, C: Tensor, chunk: int, *, sums: bool) -> tuple[Tensor, Tens
     return labels, out
 
 
+def _partial_blocks(X: Tensor, C: Tensor, rows: int) -> Iterator[tuple[int, Tensor]]:
+    """``(start, P)`` for blocks of up to ``rows`` rows of ``X``: ``P`` ``(r, k)`` the partial
+    distances :math:`\\|c_j\\|^2 - 2 x_i^T c_j` of the block, in one buffer reused (and
+    overwritten) from block to block."""
+    c_sq = C.square().sum(1)
+    buf = torch.empty(min(rows, X.shape[0]), C.shape[0], dtype=X.dtype, device=X.device)
+    for i in range(0, X.shape[0], rows):
+        Xi = X[i:i + rows]
+        P = buf[:Xi.shape[0]]
+        # ||x - c||^2 - ||x||^2 = ||c||^2 - 2 x^T c  (one GEMM per block)
+        torch.addmm(c_sq, Xi, C.mT, alpha=-2.0, out=P)
+        yield i, P
+
+
 def _two_smallest(X: Tensor, C: Tensor, chunk: int) -> tuple[Tensor, Tensor, Tensor]:
     """Labels and the smallest and second smallest partial distances
     :math:`\\|c_j\\|^2 - 2 c_j^T x` of every row of ``X``, in ``X``'s dtype.
@@ -137,18 +152,11 @@ def _two_smallest(X: Tensor, C: Tensor, chunk: int) -> tuple[Tensor, Tensor, Ten
     """
     n = X.shape[0]
     k = C.shape[0]
-    m = min(4 * chunk, n)
-    c_sq = C.square().sum(1)
     labels = torch.empty(n, dtype=torch.int64, device=X.device)
     p1 = torch.empty(n, dtype=X.dtype, device=X.device)
     p2 = torch.empty(n, dtype=X.dtype, device=X.device)
-    dist = torch.empty(m, k, dtype=X.dtype, device=X.device)
-    for i in range(0, n, m):
-        Xi = X[i:i + m]
-        r = Xi.shape[0]
-        di = dist[:r]
-        # ||x - c||^2 - ||x||^2 = ||c||^2 - 2 x^T c  (one GEMM per block)
-        torch.addmm(c_sq, Xi, C.mT, alpha=-2.0, out=di)
+    for i, di in _partial_blocks(X, C, 4 * chunk):
+        r = di.shape[0]
         li = labels[i:i + r]
         torch.min(di, 1, out=(p1[i:i + r], li))
         if k > 1:
@@ -177,21 +185,12 @@ def _decided_labels(X: Tensor, C: Tensor, gap: Tensor, chunk: int) -> tuple[Tens
     \\rfloor`. Exact in float32 while :math:`k + (k + 1) k (k - 1) / 2 < 2^{24}`, so for
     ``k <= CODE_MAX_K``.
     """
-    n = X.shape[0]
-    k = C.shape[0]
-    m = min(4 * chunk, n)
-    c_sq = C.square().sum(1)
-    base = k + 1
-    w = torch.arange(k, dtype=X.dtype, device=X.device).mul_(base).add_(1)
+    base = C.shape[0] + 1
+    w = torch.arange(C.shape[0], dtype=X.dtype, device=X.device).mul_(base).add_(1)
     one = torch.ones((), dtype=X.dtype, device=X.device)
-    code = torch.empty(n, dtype=X.dtype, device=X.device)
-    E = torch.empty(m, k, dtype=X.dtype, device=X.device)
-    for i in range(0, n, m):
-        Xi = X[i:i + m]
-        r = Xi.shape[0]
-        Ei = E[:r]
-        # ||x - c||^2 - ||x||^2 = ||c||^2 - 2 x^T c  (one GEMM per block)
-        torch.addmm(c_sq, Xi, C.mT, alpha=-2.0, out=Ei)
+    code = torch.empty(X.shape[0], dtype=X.dtype, device=X.device)
+    for i, Ei in _partial_blocks(X, C, 4 * chunk):
+        r = Ei.shape[0]
         Ei.sub_(Ei.amin(1, keepdim=True))
         # N = H(g - E): 1 where E <= g (a rounding to 0 counts as near: only more re-checks)
         torch.sub(gap[i:i + r].unsqueeze(1), Ei, out=Ei)
