@@ -57,12 +57,30 @@ def _row_peaks(X: Tensor) -> Tensor:
 
 def _finite_center(X: Tensor, peaks: Tensor) -> Tensor:
     ok = torch.isfinite(peaks)  # (*, n, 1): the finite rows
-    if X.device.type == "cpu" and bool(ok.all()):
-        # every row finite (validated data): no masked copy of X (5x faster on CPU)
-        return X.detach().mean(-2, keepdim=True) if X.shape[-2] else X.new_zeros(
-            *X.shape[:-2], 1, X.shape[-1])
     total = torch.where(ok, X.detach(), 0).sum(-2, keepdim=True)
     return total / ok.sum(-2, keepdim=True).clamp_min(1).to(X.dtype)
+
+
+def _all_finite_frame(X: Tensor) -> tuple[Tensor, Tensor] | None:
+    """``(mean (*, 1, d), max |x| (*, 1, 1))`` of ``X`` ``(*, n, d)`` when every entry is
+    finite, else None; on CPU only (None elsewhere).
+
+    Full reductions instead of the per-row ones of :func:`_row_peaks`, which are not
+    vectorised over a short last dimension and stall when another process holds a core
+    (measured 8 ms quiet, 40 ms under load, for 100,000 x 64 on the 2-core VM, against
+    8 ms for a full one). The column sums double as the finiteness test: a NaN or an
+    infinity makes its column's sum non-finite (as does an overflow of finite entries,
+    which then takes the general path).
+    """
+    if X.device.type != "cpu" or X.shape[-2] == 0 or X.shape[-1] == 0:
+        return None
+    X = X.detach()
+    total = X.sum(-2, keepdim=True)
+    if not bool(torch.isfinite(total).all()):
+        return None
+    dims = (-2, -1)
+    peak = torch.maximum(X.amax(dims, keepdim=True), X.amin(dims, keepdim=True).neg())
+    return total / X.shape[-2], peak
 
 
 def row_sq_norms(X: Tensor) -> Tensor:
@@ -112,10 +130,15 @@ class ScaledFrame(NamedTuple):
     def of(cls, X: Tensor, *others: Tensor) -> ScaledFrame:
         """The frame of ``X`` ``(*, n, d)`` (centred on its finite rows), scaled for ``X``
         and ``others`` (same width)."""
-        peaks = _row_peaks(X)
-        c = _finite_center(X, peaks)
-        peak = torch.zeros_like(c[..., :1])  # (*, 1, 1); sets without rows add nothing
-        for p in (peaks, *(_row_peaks(t) for t in others)):
+        fast = _all_finite_frame(X)
+        if fast is None:
+            peaks = [_row_peaks(X)]
+            c = _finite_center(X, peaks[0])
+            peak = torch.zeros_like(c[..., :1])  # (*, 1, 1); sets without rows add nothing
+        else:
+            peaks = []
+            c, peak = fast
+        for p in (*peaks, *(_row_peaks(t) for t in others)):
             if p.shape[-2]:
                 p = torch.where(torch.isfinite(p), p, 0).amax(-2, keepdim=True)
                 peak = torch.maximum(peak, p)
