@@ -144,9 +144,10 @@ def _cg_rows(index: RowIndex, X: Tensor, Y: Tensor, weights: Tensor, targets: Te
     r"""``steps`` batched CG steps on :math:`A_r x_r = b_r` for every row, from ``X``.
 
     :math:`A_r = G + \lambda_r I + \sum_{j} w_{rj} y_j y_j^\top`,
-    :math:`b_r = \sum_j t_{rj} y_j`, with ``gram`` :math:`G = Y^\top Y`, ``lam`` the ``(n_rows,)``
-    :math:`\lambda_r`, and per-entry ``weights`` :math:`w` and ``targets`` :math:`t` (input
-    order). All rows at once with sparse
+    :math:`b_r = \sum_j t_{rj} y_j`, with ``gram`` :math:`G = Y^\top Y`, ``lam`` the
+    ``(n_rows,)`` :math:`\lambda_r`, per-entry ``weights`` :math:`w` (input order) and
+    ``targets`` the CSR matrix :math:`T` of the :math:`t_{rj}` (``index.matrix(t)``, built once
+    per fit). All rows at once with sparse
     products (Note [conjugate gradient ALS]): :math:`s_{rj} = v_r^\top y_j` on the observed
     pattern (``torch.sparse.sampled_addmm``), then :math:`\sum_j w_{rj} s_{rj} y_j` as one
     CSR times dense product; :math:`Y` is read in place, never gathered per entry. Rows
@@ -156,7 +157,7 @@ def _cg_rows(index: RowIndex, X: Tensor, Y: Tensor, weights: Tensor, targets: Te
     pattern = index.matrix(torch.ones_like(weights))
     yt = Y.T.contiguous()
     # b = sum_j t_j y_j = T Y
-    b = index.matrix(targets) @ Y
+    b = targets @ Y
 
     def matvec(v: Tensor) -> Tensor:
         # A v = G v + lambda_r v + sum_j w_j y_j (y_j^T v)
@@ -197,6 +198,7 @@ def _shared_gram_rows(index: RowIndex, Y: Tensor, targets: Tensor, gram: Tensor,
         x_r = Q \big((Q^\top b_r) \oslash (e + \lambda_r)\big), \qquad
         b_r = \sum_{j \in J(r)} t_{rj} y_j ,
 
+    (``targets``: the CSR matrix of the :math:`t_{rj}`),
     :math:`O(k^3 + n_{rows} k^2 + \mathrm{nnz}\,k)` per half-step, exact (no CG steps, no
     per-row Cholesky), whatever ``solver`` says. A row whose :math:`e_{min} + \lambda_r` is
     not above :math:`k\,\varepsilon\,e_{max}` counts as singular (``failed``, as
@@ -207,7 +209,7 @@ def _shared_gram_rows(index: RowIndex, Y: Tensor, targets: Tensor, gram: Tensor,
         failed.append(torch.stack([has.new_zeros((), dtype=torch.long), has.sum()]))
         return torch.full((index.n_rows, Y.shape[1]), math.nan, dtype=Y.dtype, device=Y.device)
     e, Q = torch.linalg.eigh(gram)
-    b = index.matrix(targets) @ Y                       # b_r = sum_j t_rj y_j
+    b = targets @ Y                                     # b_r = sum_j t_rj y_j
     denom = e.unsqueeze(0) + lam.unsqueeze(1)           # e + lambda_r
     tol = e.abs().max() * Y.shape[1] * torch.finfo(Y.dtype).eps
     singular = (denom.min(1).values <= tol) & has
@@ -289,8 +291,9 @@ def fit_wals(
     by_item = RowIndex(items, users, model.n_items, model.n_users)
     c = 1.0 + alpha * strength.to(work)                 # confidence per interaction
     w = c - 1.0
-    lam = {side: _row_reg(index.counts, reg, reg_exponent, work)
-           for side, index in (("users", by_user), ("items", by_item))}
+    sides = (("users", by_user), ("items", by_item))
+    lam = {side: _row_reg(index.counts, reg, reg_exponent, work) for side, index in sides}
+    rhs = {side: index.matrix(c) for side, index in sides}   # CSR of c: b_r = sum_j c_rj y_j
     X = model.user_factors.detach().to(work)
     Y = model.item_factors.detach().to(work)
     ones = torch.ones(model.n_factors, dtype=work, device=X.device)
@@ -306,9 +309,9 @@ def fit_wals(
             gram = fixed.T @ fixed                              # Y^T Y
             failed: list[Tensor] = []
             if shared:
-                new = _shared_gram_rows(index, fixed, c, gram, lam[side], failed)
+                new = _shared_gram_rows(index, fixed, rhs[side], gram, lam[side], failed)
             elif solver == "cg":
-                new = _cg_rows(index, current, fixed, w, c, gram, lam[side], cg_steps)
+                new = _cg_rows(index, current, fixed, w, rhs[side], gram, lam[side], cg_steps)
             else:
                 # A = Y^T Y + lambda_r I + sum w y y^T,  b = sum c y
                 new = _solve(index, c, fixed, weights=w, base=gram, diag=ones,
