@@ -14,12 +14,15 @@ datasets*, ICDM 2008): every pair, observed or not, has a preference
 
 .. math::
     \sum_{u, i} c_{ui} (p_{ui} - x_u^\top y_i)^2
-    + \lambda \Big(\sum_u \|x_u\|^2 + \sum_i \|y_i\|^2\Big),
+    + \sum_u \lambda_u \|x_u\|^2 + \sum_i \lambda_i \|y_i\|^2,
+    \qquad \lambda_r = \lambda\, n_r^{e}
 
-whose user step is, with :math:`C_u = \mathrm{diag}(c_{u\cdot})`,
+(:math:`n_r` the row's interactions; ``reg_exponent`` :math:`e = 0`, the default, is Hu et
+al.'s plain :math:`\lambda`; :math:`e = 1` is ALS-WR, Note [frequency-scaled
+regularisation]), whose user step is, with :math:`C_u = \mathrm{diag}(c_{u\cdot})`,
 
 .. math::
-    x_u = \big(Y^\top Y + Y^\top (C_u - I) Y + \lambda I\big)^{-1} Y^\top C_u p_u ,
+    x_u = \big(Y^\top Y + Y^\top (C_u - I) Y + \lambda_u I\big)^{-1} Y^\top C_u p_u ,
 
 where :math:`Y^\top Y` is shared by every user and :math:`Y^\top (C_u - I) Y` sums over the
 user's observed items only (the "Hu trick": :math:`O(|I(u)|\,k^2)` per user, not
@@ -30,10 +33,12 @@ Tikk, *Applications of the conjugate gradient method for implicit feedback colla
 filtering*, RecSys 2011, and the ``implicit`` library) does not form the :math:`k \times k`
 systems: it runs ``cg_steps`` conjugate-gradient steps per row, warm-started from the
 current factors, each needing one product
-:math:`A_u v = (Y^\top Y + \lambda I) v + \sum_{i \in I(u)} (c_{ui} - 1)\, y_i (y_i^\top v)`:
+:math:`A_u v = (Y^\top Y + \lambda_u I) v + \sum_{i \in I(u)} (c_{ui} - 1)\, y_i (y_i^\top v)`:
 :math:`O(|I(u)|\,k)` instead of :math:`O(|I(u)|\,k^2)`. All rows run at once as two
 sparse products per step (:func:`_cg_rows`). ``solver="cholesky"`` solves each system
-exactly (the ALS row solver, :mod:`lamods.recsys._rows`).
+exactly (the ALS row solver, :mod:`lamods.recsys._rows`). With :math:`\alpha = 0` the Hu
+term vanishes and either solver gives way to one exact eigendecomposition per half-step
+(Note [equal confidences], :func:`_shared_gram_rows`).
 
 **BPR** (Rendle, Freudenthaler, Gantner & Schmidt-Thieme, *BPR: Bayesian personalized
 ranking from implicit feedback*, UAI 2009): for triples :math:`(u, i, j)` with :math:`i`
