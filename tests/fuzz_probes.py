@@ -885,6 +885,36 @@ def _add_layers() -> None:
     probe("MovieLens", "unknown_variant",
           lambda: recsys.MovieLens("/nonexistent/lamods-data", variant="7m", download=False),
           lambda out: (_ for _ in ()).throw(Wrong("loaded an unknown variant")))
+    # implicit feedback: fit_wals' reg_exponent (alpha = 0: one exact ridge step), EASE's reg
+    pairs = recsys.Ratings(torch.tensor([0, 0, 1, 2, 3, 3]), torch.tensor([0, 2, 1, 2, 3, 0]),
+                           torch.ones(6, dtype=F64), n_users=4, n_items=4)
+    dense = torch.zeros(4, 4, dtype=F64)
+    dense[pairs.users, pairs.items] = 1.0
+    for case, e in {"valid": 1.0, "zero": 0.0, "negative": -1.0, "nan": math.nan,
+                    "inf": math.inf, "string": "1"}.items():
+        def call_wals(e: Any = e) -> tuple[Tensor, Tensor, Tensor]:
+            m = recsys.MatrixFactorization(4, 4, 2, biased=False, dtype=F64)
+            Y0 = m.item_factors.detach().clone()
+            recsys.fit_wals(m, pairs, epochs=1, reg=0.3, alpha=0.0, reg_exponent=e)
+            return m.user_factors.detach(), Y0, torch.tensor(float(e), dtype=F64)
+
+        def check_wals(out: Any) -> None:
+            X, Y0, e = out
+            finite(X)
+            # x_u = (Y^T Y + 0.3 n_u^e I)^-1 Y^T p_u
+            lam = 0.3 * dense.sum(1) ** e
+            ref = torch.stack([torch.linalg.solve(Y0.T @ Y0 + lam[u] * torch.eye(2, dtype=F64),
+                                                  Y0.T @ dense[u]) for u in range(4)])
+            close(X, ref, "fit_wals user step", rtol=1e-8)
+        probe("fit_wals", f"reg_exponent_{case}", call_wals, check_wals)
+    for case, reg in {"valid": 2.0, "zero": 0.0, "negative": -1.0, "nan": math.nan,
+                      "inf": math.inf}.items():
+        def check_ease(model: Any) -> None:
+            P = torch.linalg.inv(dense.T @ dense + 2.0 * torch.eye(4, dtype=F64))
+            ref = torch.eye(4, dtype=F64) - P / P.diagonal()
+            close(model.weights_, ref, "EASE weights", rtol=1e-8)
+        probe("EASE", f"reg_{case}",
+              lambda reg=reg: recsys.EASE(reg=reg, dtype=F64).fit(pairs), check_ease)
     # model surgery
     net = torch.nn.Sequential(torch.nn.Linear(8, 6), torch.nn.ReLU(), torch.nn.Linear(6, 3))
     for case, kw in {"rank_zero": {"rank": 0}, "rank_float": {"rank": 1.5},

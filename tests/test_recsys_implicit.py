@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 import numpy as np
@@ -50,8 +51,9 @@ def _small(seed: int = 0, n_users: int = 6, n_items: int = 9, n: int = 20):
 
 
 def _hu_reference(Y: torch.Tensor, data: Ratings, reg: float, alpha: float, n_rows: int,
-                  by_user: bool) -> torch.Tensor:
-    """x_r = (Y^T C_r Y + lambda I)^-1 Y^T C_r p_r over ALL columns, dense (Hu et al. 2008)."""
+                  by_user: bool, reg_exponent: float = 0.0) -> torch.Tensor:
+    """x_r = (Y^T C_r Y + lambda_r I)^-1 Y^T C_r p_r over ALL columns, dense (Hu et al. 2008),
+    lambda_r = reg * n_r^reg_exponent (n_r: the row's interactions; ALS-WR for exponent 1)."""
     rows, cols = (data.users, data.items) if by_user else (data.items, data.users)
     n_cols, k = Y.shape
     out = torch.zeros(n_rows, k, dtype=torch.float64)
@@ -63,7 +65,8 @@ def _hu_reference(Y: torch.Tensor, data: Ratings, reg: float, alpha: float, n_ro
         pref[cols[sel]] = 1.0
         if not sel.any():
             continue
-        A = Y.T @ (c.unsqueeze(1) * Y) + reg * torch.eye(k, dtype=torch.float64)
+        lam = reg * float(sel.sum()) ** reg_exponent
+        A = Y.T @ (c.unsqueeze(1) * Y) + lam * torch.eye(k, dtype=torch.float64)
         out[r] = torch.linalg.solve(A, Y.T @ (c * pref))
     return out
 
@@ -80,6 +83,64 @@ def test_wals_steps_solve_hu_koren_volinsky(solver: str, steps: int) -> None:
     # CG with k = 4 steps from a warm start is exact in exact arithmetic for 4 unknowns
     torch.testing.assert_close(model.user_factors.detach(), X, rtol=1e-7, atol=1e-9)
     torch.testing.assert_close(model.item_factors.detach(), Y, rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.parametrize("solver, alpha, reg_exponent", [
+    ("cholesky", 2.0, 1.0), ("cg", 2.0, 0.5), ("cg", 0.0, 1.0), ("cholesky", 0.0, 0.0)])
+def test_wals_frequency_scaled_reg_and_equal_confidences_solve_exactly(
+        solver: str, alpha: float, reg_exponent: float) -> None:
+    """Each half-step is the exact weighted ridge solution per row with the other side fixed:
+    lambda_r = reg * n_r^e (Note [frequency-scaled regularisation]); alpha = 0 goes through
+    one eigendecomposition (Note [equal confidences]), exact whatever the solver."""
+    data = _small(2, n=30)
+    reg = 0.3
+    model = MatrixFactorization(6, 9, 4, biased=False, dtype=torch.float64)
+    Y0 = model.item_factors.detach().clone()
+    fit_wals(model, data, epochs=1, reg=reg, alpha=alpha, reg_exponent=reg_exponent,
+             solver=solver, cg_steps=4)
+    X = _hu_reference(Y0, data, reg, alpha, 6, True, reg_exponent)
+    Y = _hu_reference(X, data, reg, alpha, 9, False, reg_exponent)
+    torch.testing.assert_close(model.user_factors.detach(), X, rtol=1e-7, atol=1e-9)
+    torch.testing.assert_close(model.item_factors.detach(), Y, rtol=1e-7, atol=1e-9)
+    # the objective with lambda_r, densely; exact steps never increase it
+    c = torch.ones(6, 9, dtype=torch.float64)
+    p = torch.zeros(6, 9, dtype=torch.float64)
+    c[data.users, data.items] = 1 + alpha * data.ratings
+    p[data.users, data.items] = 1
+    lam_u = reg * torch.bincount(data.users, minlength=6).double() ** reg_exponent
+    lam_i = reg * torch.bincount(data.items, minlength=9).double() ** reg_exponent
+    dense = (c * (p - X @ Y.T) ** 2).sum() + (lam_u * X.pow(2).sum(1)).sum() + (
+        lam_i * Y.pow(2).sum(1)).sum()
+    loss = wals_loss(model, data, reg=reg, alpha=alpha, reg_exponent=reg_exponent)
+    assert abs(loss - float(dense)) < 1e-9 * float(dense)
+    if solver == "cholesky" or alpha == 0.0:
+        hist = fit_wals(model, data, epochs=3, reg=reg, alpha=alpha,
+                        reg_exponent=reg_exponent, solver=solver, track_loss=True)
+        assert hist.train_rmse[0] <= loss + 1e-9
+        assert all(b <= a + 1e-9 for a, b in zip(hist.train_rmse, hist.train_rmse[1:]))
+
+
+def test_wals_new_options_bad_input() -> None:
+    data = _small()
+    model = MatrixFactorization(6, 9, 4, biased=False, dtype=torch.float64)
+    for bad in (-0.5, math.nan, math.inf, "1", None):
+        with pytest.raises(ValueError, match=re.escape(
+                f"fit_wals: expected reg_exponent to be a float >= 0, got {bad!r}")):
+            fit_wals(model, data, reg_exponent=bad)
+        with pytest.raises(ValueError, match=re.escape(
+                f"wals_loss: expected reg_exponent to be a float >= 0, got {bad!r}")):
+            wals_loss(model, data, reg=0.1, alpha=1.0, reg_exponent=bad)
+    # alpha = 0 with reg = 0 and fewer items than factors: Y^T Y is singular
+    wide = MatrixFactorization(6, 3, 5, biased=False, dtype=torch.float64)
+    few = Ratings(torch.tensor([0, 1, 2, 3]), torch.tensor([0, 1, 2, 0]),
+                  torch.ones(4, dtype=torch.float64), n_users=6, n_items=3)
+    before = {k: v.clone() for k, v in wide.state_dict().items()}
+    with pytest.raises(lamods.SingularSystemError, match=re.escape(
+            "fit_wals: expected positive-definite ridge systems, got 4 singular ones at "
+            "epoch 1 (reg=0.0, alpha=0.0); use reg > 0")):
+        fit_wals(wide, few, reg=0.0, alpha=0.0)
+    for k, v in wide.state_dict().items():
+        torch.testing.assert_close(v, before[k], rtol=0, atol=0)
 
 
 def test_wals_loss_is_the_objective_over_all_pairs() -> None:

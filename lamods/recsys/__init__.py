@@ -7,6 +7,7 @@
   implicit feedback with a planted taste (no data file).
 - :func:`fit_wals`, :func:`fit_bpr`: implicit-feedback factorization (weighted ALS of Hu,
   Koren & Volinsky; BPR), evaluated by :func:`ranking_metrics` on :func:`leave_last_out`.
+- :class:`EASE`: closed-form item-item model for implicit feedback (Steck 2019).
 - :func:`topk_scores`: blocked top-k retrieval behind ``recommend`` / ``similar_items``.
 - :class:`MatrixFactorization`: biased MF / SVD++ model with ``recommend`` and
   ``similar_items``.
@@ -24,6 +25,7 @@
 from lamods.recsys.als import fit_als, ridge_rows
 from lamods.recsys.bayes import GibbsSampler, fit_gibbs
 from lamods.recsys.distributed import fit_als_sharded, shard_range
+from lamods.recsys.ease import EASE
 from lamods.recsys.implicit import bpr_loss, fit_bpr, fit_wals, wals_loss
 from lamods.recsys.items import read_item_titles as read_item_titles
 from lamods.recsys.metrics import (
@@ -49,6 +51,7 @@ from lamods.recsys.train import FitHistory, fit_sgd, mf_backward
 from lamods.recsys.tuning import Selection, parameter_grid, select_by_validation
 
 __all__ = [
+    "EASE",
     "VARIANTS",
     "FitHistory",
     "GibbsSampler",

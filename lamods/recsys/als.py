@@ -53,6 +53,7 @@ def _solve(
     *,
     diag: Tensor | None = None,
     weighted: bool = False,
+    row_scale: Tensor | None = None,
     precision: Tensor | None = None,
     prior_mean: Tensor | None = None,
     base: Tensor | None = None,
@@ -73,7 +74,8 @@ def _solve(
         \text{ with a generator: a draw from } \mathcal N(A_r^{-1} c_r, A_r^{-1})\big),
 
     where :math:`P_r = s_r\,\mathrm{diag}(` ``diag`` :math:`)` (ALS; :math:`s_r` the row's
-    count when ``weighted``, else 1), or :math:`\Lambda` = ``precision`` (Gibbs), plus
+    count when ``weighted``, ``row_scale[r]`` when given, else 1), or :math:`\Lambda` =
+    ``precision`` (Gibbs), plus
     ``base`` (a ``(d, d)`` term every row shares, :math:`Y^\top Y` in implicit ALS), and
     :math:`m_r` = ``prior_mean`` (``(n_rows, d)`` or ``(d,)``; Gibbs). ``bias`` appends the
     constant feature 1. Rows without entries stay zero.
@@ -93,8 +95,12 @@ def _solve(
         A = gram * alpha if alpha != 1.0 else gram.clone()
         c = rhs * alpha if alpha != 1.0 else rhs.clone()
         if diag is not None:
-            scale = index.counts[rows].to(features.dtype) if weighted else A.new_ones(
-                rows.shape[0])
+            if row_scale is not None:
+                scale = row_scale[rows]
+            elif weighted:
+                scale = index.counts[rows].to(features.dtype)
+            else:
+                scale = A.new_ones(rows.shape[0])
             A.diagonal(dim1=1, dim2=2).add_(scale.unsqueeze(1) * diag)
         if precision is not None:
             A += precision

@@ -14,12 +14,15 @@ datasets*, ICDM 2008): every pair, observed or not, has a preference
 
 .. math::
     \sum_{u, i} c_{ui} (p_{ui} - x_u^\top y_i)^2
-    + \lambda \Big(\sum_u \|x_u\|^2 + \sum_i \|y_i\|^2\Big),
+    + \sum_u \lambda_u \|x_u\|^2 + \sum_i \lambda_i \|y_i\|^2,
+    \qquad \lambda_r = \lambda\, n_r^{e}
 
-whose user step is, with :math:`C_u = \mathrm{diag}(c_{u\cdot})`,
+(:math:`n_r` the row's interactions; ``reg_exponent`` :math:`e = 0`, the default, is Hu et
+al.'s plain :math:`\lambda`; :math:`e = 1` is ALS-WR, Note [frequency-scaled
+regularisation]), whose user step is, with :math:`C_u = \mathrm{diag}(c_{u\cdot})`,
 
 .. math::
-    x_u = \big(Y^\top Y + Y^\top (C_u - I) Y + \lambda I\big)^{-1} Y^\top C_u p_u ,
+    x_u = \big(Y^\top Y + Y^\top (C_u - I) Y + \lambda_u I\big)^{-1} Y^\top C_u p_u ,
 
 where :math:`Y^\top Y` is shared by every user and :math:`Y^\top (C_u - I) Y` sums over the
 user's observed items only (the "Hu trick": :math:`O(|I(u)|\,k^2)` per user, not
@@ -30,10 +33,12 @@ Tikk, *Applications of the conjugate gradient method for implicit feedback colla
 filtering*, RecSys 2011, and the ``implicit`` library) does not form the :math:`k \times k`
 systems: it runs ``cg_steps`` conjugate-gradient steps per row, warm-started from the
 current factors, each needing one product
-:math:`A_u v = (Y^\top Y + \lambda I) v + \sum_{i \in I(u)} (c_{ui} - 1)\, y_i (y_i^\top v)`:
+:math:`A_u v = (Y^\top Y + \lambda_u I) v + \sum_{i \in I(u)} (c_{ui} - 1)\, y_i (y_i^\top v)`:
 :math:`O(|I(u)|\,k)` instead of :math:`O(|I(u)|\,k^2)`. All rows run at once as two
 sparse products per step (:func:`_cg_rows`). ``solver="cholesky"`` solves each system
-exactly (the ALS row solver, :mod:`lamods.recsys._rows`).
+exactly (the ALS row solver, :mod:`lamods.recsys._rows`). With :math:`\alpha = 0` the Hu
+term vanishes and either solver gives way to one exact eigendecomposition per half-step
+(Note [equal confidences], :func:`_shared_gram_rows`).
 
 **BPR** (Rendle, Freudenthaler, Gantner & Schmidt-Thieme, *BPR: Bayesian personalized
 ranking from implicit feedback*, UAI 2009): for triples :math:`(u, i, j)` with :math:`i`
@@ -97,32 +102,57 @@ def _prepare(name: str, model: MatrixFactorization, train: Ratings) -> tuple[Ten
     return users, items, strength
 
 
+def _row_reg(counts: Tensor, reg: float, reg_exponent: float, dtype: torch.dtype) -> Tensor:
+    r"""Per-row penalty :math:`\lambda_r = \lambda n_r^{e}` (``counts``: :math:`n_r`).
+
+    Note [frequency-scaled regularisation]: ALS-WR (Zhou, Wilkinson, Schreiber & Pan,
+    *Large-scale parallel collaborative filtering for the Netflix prize*, AAIM 2008) scales
+    each row's penalty by its number of interactions :math:`n_r`; ``reg_exponent`` = e
+    interpolates between the plain penalty (e = 0: Hu et al. and the ``implicit`` library)
+    and ALS-WR (e = 1). A large model then shrinks the rows with many interactions more,
+    where the plain penalty is lost in their :math:`\sum_j c_{rj} y_j y_j^\top`.
+    """
+    return reg * counts.to(dtype).pow(reg_exponent)
+
+
 @torch.no_grad()
-def wals_loss(model: MatrixFactorization, train: Ratings, *, reg: float, alpha: float) -> float:
+def wals_loss(model: MatrixFactorization, train: Ratings, *, reg: float, alpha: float,
+              reg_exponent: float = 0.0) -> float:
     r"""The weighted-ALS objective over *all* pairs, without visiting the unobserved ones.
+
+    With :math:`\lambda_r = \lambda n_r^{e}` (Note [frequency-scaled regularisation];
+    :math:`n_r` the row's interactions in ``train``),
 
     .. math::
         \sum_{u,i} (x_u^\top y_i)^2 = \mathrm{tr}\big((X^\top X)(Y^\top Y)\big), \quad
         L = \mathrm{tr}\big((X^\top X)(Y^\top Y)\big) + \sum_{(u,i)\ \text{observed}}
-            \big(c_{ui}(1 - s_{ui})^2 - s_{ui}^2\big) + \lambda(\|X\|^2 + \|Y\|^2),
+            \big(c_{ui}(1 - s_{ui})^2 - s_{ui}^2\big)
+            + \sum_u \lambda_u \|x_u\|^2 + \sum_i \lambda_i \|y_i\|^2,
 
     :math:`s_{ui} = x_u^\top y_i`, :math:`c_{ui} = 1 + \alpha r_{ui}`.
     """
+    reg_exponent = check_nonnegative("wals_loss", "reg_exponent", reg_exponent)
     X, Y = model.user_factors.detach(), model.item_factors.detach()
     dev = X.device
     u, i = train.users.to(dev), train.items.to(dev)
+    lam_u = _row_reg(torch.bincount(u, minlength=model.n_users), reg, reg_exponent, X.dtype)
+    lam_i = _row_reg(torch.bincount(i, minlength=model.n_items), reg, reg_exponent, X.dtype)
     c = 1.0 + alpha * train.ratings.to(dev, X.dtype)
     s = (X[u] * Y[i]).sum(1)
     total = ((X.T @ X) * (Y.T @ Y)).sum() + (c * (1 - s).pow(2) - s.pow(2)).sum()
-    return float(total + reg * (X.pow(2).sum() + Y.pow(2).sum()))
+    penalty = (lam_u * X.pow(2).sum(1)).sum() + (lam_i * Y.pow(2).sum(1)).sum()
+    return float(total + penalty)
 
 
-def _cg_rows(index: RowIndex, X: Tensor, Y: Tensor, weights: Tensor, base: Tensor,
-             steps: int) -> Tensor:
+def _cg_rows(index: RowIndex, X: Tensor, Y: Tensor, weights: Tensor, targets: Tensor,
+             gram: Tensor, lam: Tensor, steps: int) -> Tensor:
     r"""``steps`` batched CG steps on :math:`A_r x_r = b_r` for every row, from ``X``.
 
-    :math:`A_r = B + \sum_{j} w_{rj} y_j y_j^\top`, :math:`b_r = \sum_j (1 + w_{rj}) y_j`
-    (``base`` is :math:`B = Y^\top Y + \lambda I`). All rows at once with sparse
+    :math:`A_r = G + \lambda_r I + \sum_{j} w_{rj} y_j y_j^\top`,
+    :math:`b_r = \sum_j t_{rj} y_j`, with ``gram`` :math:`G = Y^\top Y`, ``lam`` the
+    ``(n_rows,)`` :math:`\lambda_r`, per-entry ``weights`` :math:`w` (input order) and
+    ``targets`` the CSR matrix :math:`T` of the :math:`t_{rj}` (``index.matrix(t)``, built once
+    per fit). All rows at once with sparse
     products (Note [conjugate gradient ALS]): :math:`s_{rj} = v_r^\top y_j` on the observed
     pattern (``torch.sparse.sampled_addmm``), then :math:`\sum_j w_{rj} s_{rj} y_j` as one
     CSR times dense product; :math:`Y` is read in place, never gathered per entry. Rows
@@ -131,13 +161,14 @@ def _cg_rows(index: RowIndex, X: Tensor, Y: Tensor, weights: Tensor, base: Tenso
     w = weights[index.order]                                  # CSR order
     pattern = index.matrix(torch.ones_like(weights))
     yt = Y.T.contiguous()
-    # b = sum_j c_j y_j = (W + 1) Y
-    b = index.matrix(1.0 + weights) @ Y
+    # b = sum_j t_j y_j = T Y
+    b = targets @ Y
 
     def matvec(v: Tensor) -> Tensor:
-        # A v = B v + sum_j w_j y_j (y_j^T v)
+        # A v = G v + lambda_r v + sum_j w_j y_j (y_j^T v)
         s = torch.sparse.sampled_addmm(pattern, v, yt, beta=0.0).values() * w
-        return v @ base + _csr(index.crow, index.col, s, (index.n_rows, index.n_cols)) @ Y
+        sw = _csr(index.crow, index.col, s, (index.n_rows, index.n_cols))
+        return (v @ gram).addcmul_(lam.unsqueeze(1), v).add_(sw @ Y)
 
     x = X.clone()
     x[index.counts == 0] = 0
@@ -159,6 +190,41 @@ def _cg_rows(index: RowIndex, X: Tensor, Y: Tensor, weights: Tensor, base: Tenso
     return x
 
 
+def _shared_gram_rows(index: RowIndex, Y: Tensor, targets: Tensor, gram: Tensor, lam: Tensor,
+                      failed: list[Tensor]) -> Tensor:
+    r"""Exact :math:`x_r = (G + \lambda_r I)^{-1} b_r` for every row, one eigendecomposition.
+
+    Note [equal confidences]: with :math:`\alpha = 0` every confidence is 1, the Hu term
+    :math:`\sum_j (c_{rj} - 1) y_j y_j^\top` vanishes and every row's system shares
+    :math:`G = Y^\top Y`: with :math:`G = Q\,\mathrm{diag}(e)\,Q^\top` (one ``eigh`` of a
+    :math:`k \times k` matrix),
+
+    .. math::
+        x_r = Q \big((Q^\top b_r) \oslash (e + \lambda_r)\big), \qquad
+        b_r = \sum_{j \in J(r)} t_{rj} y_j ,
+
+    (``targets``: the CSR matrix of the :math:`t_{rj}`),
+    :math:`O(k^3 + n_{rows} k^2 + \mathrm{nnz}\,k)` per half-step, exact (no CG steps, no
+    per-row Cholesky), whatever ``solver`` says. A row whose :math:`e_{min} + \lambda_r` is
+    not above :math:`k\,\varepsilon\,e_{max}` counts as singular (``failed``, as
+    :func:`~lamods.recsys.als._solve`); a non-finite :math:`G` counts as overflow.
+    """
+    has = index.counts > 0
+    if not bool(torch.isfinite(gram).all()):
+        failed.append(torch.stack([has.new_zeros((), dtype=torch.long), has.sum()]))
+        return torch.full((index.n_rows, Y.shape[1]), math.nan, dtype=Y.dtype, device=Y.device)
+    e, Q = torch.linalg.eigh(gram)
+    b = targets @ Y                                     # b_r = sum_j t_rj y_j
+    denom = e.unsqueeze(0) + lam.unsqueeze(1)           # e + lambda_r
+    tol = e.abs().max() * Y.shape[1] * torch.finfo(Y.dtype).eps
+    singular = (denom.min(1).values <= tol) & has
+    failed.append(torch.stack([singular.sum(), has.new_zeros((), dtype=torch.long)]))
+    # x_r = Q ((Q^T b_r) / (e + lambda_r))
+    x = ((b @ Q) / denom.clamp(min=torch.finfo(Y.dtype).tiny)) @ Q.T
+    x[~has] = 0
+    return x
+
+
 def fit_wals(
     model: MatrixFactorization,
     train: Ratings,
@@ -166,6 +232,7 @@ def fit_wals(
     epochs: int = 15,
     reg: float = 0.05,
     alpha: float = 1.0,
+    reg_exponent: float = 0.0,
     solver: str = "cg",
     cg_steps: int = 3,
     track_loss: bool = False,
@@ -185,7 +252,14 @@ def fit_wals(
         train: the interactions.
         epochs: user-then-item sweeps.
         reg: :math:`\lambda`.
-        alpha: :math:`\alpha`, confidence per unit of strength.
+        alpha: :math:`\alpha`, confidence per unit of strength. At ``alpha=0`` every
+            confidence is 1 and each half-step is solved exactly with one
+            :math:`k \times k` eigendecomposition, whatever ``solver`` says (Note [equal
+            confidences]; several times faster than CG).
+        reg_exponent: :math:`e \ge 0`: row :math:`r` is penalised by
+            :math:`\lambda n_r^{e}`, :math:`n_r` its number of interactions (Note
+            [frequency-scaled regularisation]); 0 (the default) is Hu et al.'s plain
+            :math:`\lambda`, 1 is ALS-WR's weighted-lambda.
         solver: ``"cg"`` (``cg_steps`` conjugate-gradient steps per row and sweep) or
             ``"cholesky"`` (exact solves).
         cg_steps: CG steps per half-sweep.
@@ -212,18 +286,24 @@ def fit_wals(
     reg = check_nonnegative(name, "reg", reg)
     alpha = check_nonnegative(name, "alpha", alpha)
     check_choice(name, "solver", solver, ("cg", "cholesky"))
+    reg_exponent = check_nonnegative(name, "reg_exponent", reg_exponent)
     cg_steps = check_positive_int(name, "cg_steps", cg_steps)
     before = snapshot(model)
     users, items, strength = _prepare(name, model, train)
     dt = model.user_factors.dtype
     work = torch.float32 if dt in (torch.float16, torch.bfloat16) else dt
-    w = alpha * strength.to(work)                       # c - 1 per interaction
     by_user = RowIndex(users, items, model.n_users, model.n_items)
     by_item = RowIndex(items, users, model.n_items, model.n_users)
+    c = 1.0 + alpha * strength.to(work)                 # confidence per interaction
+    w = c - 1.0
+    sides = (("users", by_user), ("items", by_item))
+    lam = {side: _row_reg(index.counts, reg, reg_exponent, work) for side, index in sides}
+    rhs = {side: index.matrix(c) for side, index in sides}   # CSR of c: b_r = sum_j c_rj y_j
     X = model.user_factors.detach().to(work)
     Y = model.item_factors.detach().to(work)
-    k = model.n_factors
-    eye = torch.eye(k, dtype=work, device=X.device)
+    ones = torch.ones(model.n_factors, dtype=work, device=X.device)
+    # Note [equal confidences]
+    shared = alpha == 0.0
     history = FitHistory()
     hint = "use reg > 0; the model is left as it was before fit"
     for epoch in range(epochs):
@@ -231,13 +311,16 @@ def fit_wals(
         where = f"epoch {epoch + 1} (reg={reg}, alpha={alpha})"
         for side in ("users", "items"):
             index, fixed, current = (by_user, Y, X) if side == "users" else (by_item, X, Y)
-            base = fixed.T @ fixed + reg * eye                 # Y^T Y + lambda I
+            gram = fixed.T @ fixed                              # Y^T Y
             failed: list[Tensor] = []
-            if solver == "cg":
-                new = _cg_rows(index, current, fixed, w, base, cg_steps)
+            if shared:
+                new = _shared_gram_rows(index, fixed, rhs[side], gram, lam[side], failed)
+            elif solver == "cg":
+                new = _cg_rows(index, current, fixed, w, rhs[side], gram, lam[side], cg_steps)
             else:
-                # A = Y^T Y + lambda I + sum w y y^T,  b = sum (1 + w) y
-                new = _solve(index, 1.0 + w, fixed, weights=w, base=base, failed=failed)
+                # A = Y^T Y + lambda_r I + sum w y y^T,  b = sum c y
+                new = _solve(index, c, fixed, weights=w, base=gram, diag=ones,
+                             row_scale=lam[side], failed=failed)
             _check_solved(name, failed, (new,), where, hint, lambda: restore(model, before))
             if side == "users":
                 X = new
@@ -248,7 +331,7 @@ def fit_wals(
             model.item_factors.copy_(Y)
         history.epoch_seconds.append(time.perf_counter() - start)
         if track_loss:
-            loss = wals_loss(model, train, reg=reg, alpha=alpha)
+            loss = wals_loss(model, train, reg=reg, alpha=alpha, reg_exponent=reg_exponent)
             check_finite_loss(name, loss, where)
             history.train_rmse.append(loss)
         if callback is not None:

@@ -126,13 +126,14 @@ def ranking_metrics(model, test: Ratings, *, k: int = 10, threshold: float | Non
     all items minus the user's training interactions (what
     :meth:`MatrixFactorization.set_interactions` stored, normally set by the fitting
     function) when ``exclude_seen``. The ranked lists come from the blocked
-    :meth:`~MatrixFactorization.recommend`, and relevance is looked up in the sorted
+    :meth:`~MatrixFactorization.recommend` (or any model's ``recommend`` with its
+    signature, e.g. :class:`~lamods.recsys.EASE`), and relevance is looked up in the sorted
     ``(user, item)`` keys of the test set, so no ``users x items`` matrix is formed.
 
     Returns ``{"precision@k": ..., "recall@k": ..., "ndcg@k": ..., "users": n}``
     with ``k`` written out (e.g. ``"ndcg@10"``).
     """
-    dev = model.user_factors.device
+    dev = next(iter(model.state_dict().values())).device   # MatrixFactorization, EASE
     keep = test.ratings >= threshold if threshold is not None else torch.ones_like(
         test.ratings, dtype=torch.bool)
     users, items = test.users[keep].to(dev), test.items[keep].to(dev)
