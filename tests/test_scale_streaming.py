@@ -670,7 +670,7 @@ def test_float32_screen_labels_are_exact_near_ties():
 
 def test_decided_labels_codes_label_and_count():
     # Note [float32 screen]: one reduction per block; a row is decided when exactly one
-    # partial distance lies within its gap of the smallest
+    # partial distance lies less than its gap above the smallest
     import lamods._lloyd as core
 
     g = torch.Generator().manual_seed(3)
@@ -678,9 +678,9 @@ def test_decided_labels_codes_label_and_count():
     C = torch.randn(9, 6, generator=g)
     C[5] = C[2]  # a duplicated center: its rows tie exactly
     ref, p1, p2 = core._two_smallest(X, C, 256)
-    for gap in (0.0, 0.05):
+    for gap in (1e-6, 0.05):
         labels, undecided = core._decided_labels(X, C, torch.full((3000,), gap), 256)
-        assert torch.equal(undecided, p2 - p1 <= gap)
+        assert torch.equal(undecided, p2 - p1 < gap)
         assert torch.equal(labels[~undecided], ref[~undecided])
         assert bool(undecided[(ref == 2) | (ref == 5)].all())
         assert bool((~undecided).any())
