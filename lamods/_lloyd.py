@@ -155,7 +155,7 @@ def _two_smallest(X: Tensor, C: Tensor, chunk: int) -> tuple[Tensor, Tensor, Ten
     labels = torch.empty(n, dtype=torch.int64, device=X.device)
     p1 = torch.empty(n, dtype=X.dtype, device=X.device)
     p2 = torch.empty(n, dtype=X.dtype, device=X.device)
-    for i, di in _partial_blocks(X, C, 8 * chunk):
+    for i, di in _partial_blocks(X, C, chunk * (8 if X.device.type == "cpu" else 1)):
         r = di.shape[0]
         li = labels[i:i + r]
         torch.min(di, 1, out=(p1[i:i + r], li))
