@@ -35,6 +35,7 @@ import os
 # Note [OpenMP spin-wait] in benchmarks/bench_scale.py: torch and scikit-learn interleave in
 # one process here, so their OpenMP pools wait passively
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
 import argparse  # noqa: E402
 import math  # noqa: E402
@@ -306,6 +307,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
     print(f"Machine: {machine()}; OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}; "
+          f"OPENBLAS_THREAD_TIMEOUT={os.environ.get('OPENBLAS_THREAD_TIMEOUT')}; "
           f"load {load()}\n")
     if args.rff_split or args.rff_only:
         name, Xtr, ytr, Xte, yte = load_data(args.train, args.test)

@@ -44,8 +44,13 @@ import os
 # Note [OpenMP spin-wait]: torch and scikit-learn each keep an OpenMP pool; with the default
 # active wait policy one library's idle threads spin for a while after every parallel region
 # and steal the cores from the other when both run in one process (measured: KMeans.fit from
-# the same init took 6.8 s interleaved with scikit-learn vs 0.86 s with passive waiting)
+# the same init took 6.8 s interleaved with scikit-learn vs 0.86 s with passive waiting).
+# numpy's OpenBLAS keeps its own pthreads, which OMP_WAIT_POLICY does not reach: they spin
+# for 2^28 cycles after each call unless OPENBLAS_THREAD_TIMEOUT lowers it (read when numpy
+# loads, so set here before any import). With both sides waiting passively, an interleaved
+# pair measures the same as each side alone (``time_blocks``; RFF + ridge, bench_kernel)
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
 import argparse  # noqa: E402
 import json  # noqa: E402
@@ -220,8 +225,8 @@ def kmeans(args: argparse.Namespace) -> None:
     a, b, c, e = ours(), ours_batches(), sk(), sk_elkan()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"{args.n:,} x {args.d} ({args.data}), k = {args.k}, float64, same init, "
-          f"OMP_WAIT_POLICY="
-          f"{os.environ.get('OMP_WAIT_POLICY')}")
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, OPENBLAS_THREAD_TIMEOUT="
+          f"{os.environ.get('OPENBLAS_THREAD_TIMEOUT')}, median of {args.repeats}")
     print("\n| work | machine | time (s) | ratio to scikit-learn | iterations | inertia | "
           "max abs centre diff. to scikit-learn |")
     print("|---|---|---|---|---|---|---|")
@@ -232,7 +237,7 @@ def kmeans(args: argparse.Namespace) -> None:
             for fn in fns.values():
                 fn()
             times: dict[str, list[float]] = {key: [] for key in fns}
-            for _ in range(5):
+            for _ in range(args.repeats):
                 for key, fn in fns.items():
                     t0 = time.perf_counter()
                     fn()
@@ -258,6 +263,8 @@ def main() -> None:
     p.add_argument("--n", type=int, nargs="+", default=None)
     p.add_argument("--m", type=int, nargs="+", default=[1000])
     p.add_argument("--maxiter", type=int, default=20)
+    p.add_argument("--repeats", type=int, default=11,
+                   help="kmeans: timed runs per side (the median is reported)")
     p.add_argument("--exact-n", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--lam", type=float, default=1e-3)

@@ -35,6 +35,7 @@ import os
 
 # Note [OpenMP spin-wait] in benchmarks/bench_scale.py: passive waiting on a shared machine
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
 import argparse  # noqa: E402
 import json  # noqa: E402
