@@ -391,17 +391,19 @@ def bpr_backward(model: MatrixFactorization, users: Tensor, positives: Tensor,
                 t.grad.zero_()
     p = P.index_select(0, users)
     q_i, q_j = Q.index_select(0, positives), Q.index_select(0, negatives)
-    d = (p * (q_i - q_j)).sum(1)
+    diff = q_i - q_j
+    d = (p * diff).sum(1)
     if model.item_bias is not None:
         b_i, b_j = model.item_bias[positives], model.item_bias[negatives]
         d += b_i - b_j
     # g = -sigma(-d)
-    g = -torch.sigmoid(-d)
+    g = torch.sigmoid(d.neg()).neg_()
     loss = -F.logsigmoid(d).sum()
     G = g.unsqueeze(1)
-    P.grad.index_add_(0, users, (q_i - q_j).mul_(G).add_(p, alpha=reg))
-    Q.grad.index_add_(0, positives, (G * p).add_(q_i, alpha=reg))
-    Q.grad.index_add_(0, negatives, (G * p).neg_().add_(q_j, alpha=reg))
+    P.grad.index_add_(0, users, diff.mul_(G).add_(p, alpha=reg))
+    gp = p.mul_(G)  # p is not needed after this
+    Q.grad.index_add_(0, positives, q_i.mul_(reg).add_(gp))
+    Q.grad.index_add_(0, negatives, q_j.mul_(reg).sub_(gp))
     if model.item_bias is not None:
         model.item_bias.grad.index_add_(0, positives, g + reg * b_i)
         model.item_bias.grad.index_add_(0, negatives, reg * b_j - g)
