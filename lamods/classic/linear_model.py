@@ -57,6 +57,7 @@ import torch
 from torch import Tensor
 
 from lamods._distributed import all_reduce_sum
+from lamods._matmul import at_b
 from lamods._validation import (
     check_choice,
     check_nonnegative,
@@ -273,7 +274,7 @@ class _LinearModel(Estimator):
             # J(b) = (||X_c b - y_c||^2 + alpha ||b||^2) / (2m)
             losses.append((r.square().sum() + alpha * B.square().sum()) / (2 * m))
             # grad J = (X_c^T (X_c b - y_c) + alpha b) / m
-            grad = (Xc.mT @ r + alpha * B) / m
+            grad = (at_b(Xc, r) + alpha * B) / m
             if tol > 0:
                 gnorm = float(torch.linalg.vector_norm(grad))
                 if not math.isfinite(gnorm):

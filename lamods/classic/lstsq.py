@@ -106,6 +106,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from lamods._matmul import at_b
 from lamods._precision import compute_dtype
 from lamods._validation import check_matrix, check_nonnegative, check_symmetric_finite
 from lamods.exceptions import SingularSystemError
@@ -294,7 +295,7 @@ def _solve_cholesky(X: Tensor, Y: Tensor, alpha: float) -> tuple[Tensor, _Invers
             "lstsq: expected X^T X + alpha I to be positive definite, got a Cholesky failure "
             "(alpha too small for the dtype?); use a larger alpha or method='svd'")
     # L L^T b = X^T y
-    return torch.cholesky_solve(X.mT @ Y, L), _CholeskyInverse(L)
+    return torch.cholesky_solve(at_b(X, Y), L), _CholeskyInverse(L)
 
 
 def _solve_qr(X: Tensor, Y: Tensor, alpha: float, rcond: float) -> tuple[Tensor, _Inverse]:
@@ -343,7 +344,7 @@ def _solve_svd(X: Tensor, Y: Tensor, alpha: float, rcond: float) -> tuple[Tensor
     w = torch.where(keep, 1 / torch.where(keep, S.square() + alpha, 1.0), 0.0)
     V = Vh.mT
     # b = V diag(f(s)) U^T y
-    B = V @ (f.unsqueeze(-1) * (U.mT @ Y))
+    B = V @ (f.unsqueeze(-1) * at_b(U, Y))
     return B, _SpectralInverse(V, w, keep, alpha)
 
 

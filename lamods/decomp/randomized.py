@@ -61,6 +61,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from lamods._matmul import at_b
 from lamods._precision import cast_back, compute_dtype
 from lamods._validation import (
     check_finite,
@@ -101,7 +102,7 @@ def randomized_range_finder(A: Tensor, size: int, n_iter: int,
     """
     Q = torch.linalg.qr(A @ _gaussian(A, size, generator)).Q
     for _ in range(n_iter):
-        Q = torch.linalg.qr(A.mT @ Q).Q
+        Q = torch.linalg.qr(at_b(A, Q)).Q
         Q = torch.linalg.qr(A @ Q).Q
     return Q
 
@@ -217,7 +218,7 @@ def _block_krylov(A: Tensor, size: int, n_iter: int,
         K = torch.cat(blocks, dim=-1)
         W = A @ blocks[-1]
         for _ in range(2):  # classical Gram-Schmidt, twice
-            W = W - K @ (K.mT @ W)
+            W = W - K @ at_b(K, W)
         blocks.append(torch.linalg.qr(W).Q)
     K = torch.cat(blocks, dim=-1)
     if K.shape[-1] > n:

@@ -42,6 +42,7 @@ import math
 import torch
 from torch import Tensor
 
+from lamods._matmul import at_b
 from lamods.distances import ScaledFrame, row_sq_norms
 from lamods.layers.kernels import Kernel, RBFKernel
 
@@ -112,7 +113,7 @@ class KnmStream:
         out = torch.zeros(self.m, V.shape[1], dtype=self.acc_dtype, device=V.device)
         for i in range(0, self.n, self.rows):
             Kb = self.block(i)
-            out.add_(Kb.mT @ (Kb @ Vb))
+            out.add_(at_b(Kb, Kb @ Vb))
         return out
 
     @torch.no_grad()
@@ -121,7 +122,7 @@ class KnmStream:
         out = torch.zeros(self.m, Y.shape[1], dtype=self.acc_dtype, device=Y.device)
         for i in range(0, self.n, self.rows):
             Kb = self.block(i)
-            out.add_(Kb.mT @ Y[i:i + Kb.shape[0]])
+            out.add_(at_b(Kb, Y[i:i + Kb.shape[0]]))
         return out
 
     @torch.no_grad()
@@ -134,6 +135,6 @@ class KnmStream:
         for i in range(0, self.n, self.rows):
             Kb = self.block(i)
             G.add_(torch.mm(Kb.mT, Kb, out=tmp))
-            R.add_(Kb.mT @ Y[i:i + Kb.shape[0]])
+            R.add_(at_b(Kb, Y[i:i + Kb.shape[0]]))
         return (G + G.mT) / 2, R
 

@@ -27,6 +27,7 @@ from torch import Tensor
 from lamods._distributed import all_reduce_sum, is_distributed
 from lamods._hyperparams import register_log_positive, retype_hyperparameters
 from lamods._lloyd import center_scale, lloyd
+from lamods._matmul import at_b
 from lamods._random import check_randomness, generator_device, make_generator
 from lamods._validation import (
     as_float_tensor,
@@ -583,7 +584,7 @@ class NystromKernelRidge(Estimator):
         stream = KnmStream(self.kernel_module, X, C, self.block_rows)
 
         def H(v: Tensor) -> Tensor:  # H v = K_nm^T (K_nm v) + alpha T^T T v
-            return stream.gram_products(v) + self.alpha * (T.mT @ (T @ v))
+            return stream.gram_products(v) + self.alpha * at_b(T, T @ v)
 
         rhs = Bt(stream.cross(Y))
         # rtol None: maxiter iterations, or fewer where the residual reaches the rounding
