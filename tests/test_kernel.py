@@ -335,3 +335,16 @@ def test_errors() -> None:
         RandomFourierFeatures(3, 8)(torch.randn(4, 2))
     with pytest.raises(ValueError, match="KernelRidgeHead: expected kernel to be a Kernel"):
         KernelRidgeHead("sigmoid")
+
+
+@pytest.mark.parametrize("orthogonal", [False, True])
+def test_rff_one_draw_for_every_dtype(orthogonal):
+    # Note [one draw for every dtype]: one seed, one set of frequencies in float32 and float64
+    a = RandomFourierFeatures(6, 20, seed=7, orthogonal=orthogonal, dtype=torch.float32)
+    b = RandomFourierFeatures(6, 20, seed=7, orthogonal=orthogonal, dtype=torch.float64)
+    torch.testing.assert_close(a.weight.double(), b.weight, rtol=0 if not orthogonal else 1e-7,
+                               atol=0 if not orthogonal else 1e-7)
+    torch.testing.assert_close(a.bias.double(), b.bias, rtol=1e-7, atol=1e-7)
+    if not orthogonal:  # W_ij ~ N(0, 1)
+        W = RandomFourierFeatures(50, 4000, seed=0, dtype=torch.float64).weight
+        assert abs(float(W.mean())) < 0.01 and abs(float(W.var()) - 1) < 0.01
