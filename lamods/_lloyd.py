@@ -331,10 +331,13 @@ def lloyd(X: Tensor, x_sq: Tensor, C: Tensor, max_iter: int,
     :math:`(d + 6) u (\\|c\\|^2 + 2 \\|x\\| \\|c\\|)` (Higham, *Accuracy and Stability of
     Numerical Algorithms*, 2002, sec. 3.1, for any order of summation), so with
     :math:`\\delta_i = (d + 8) \\epsilon_{32} (\\|x_i\\|^2 + 2 \\max_j \\|c_j\\|^2)`,
-    twice that, a row whose two smallest float32 partial distances are more than
-    :math:`2 \\delta_i` apart has its exact nearest center; the others (about 0.1% of
-    the rows on Gaussian data, d = 64) get the float64 assign step. The Hamerly bounds
-    of screened rows are widened by :math:`\\delta_i` before the square root. The labels
+    twice that (:math:`\\max_j \\|c_j\\|^2` bounded once per fit: Lloyd's centers are
+    means of rows), a row whose two smallest float32 partial distances are more than
+    :math:`2 \\delta_i` apart has its exact nearest center (tested against a margin of
+    :math:`2.25 \\delta_i`, which covers the rounding of the test itself); the others
+    (about 0.1% of the rows on Gaussian data, d = 64) get the float64 assign step. The
+    Hamerly bounds of screened rows are widened by :math:`\\delta_i` before the square
+    root. The labels
     are therefore those of exact arithmetic wherever float64 itself is unambiguous,
     and the sums and centers stay float64. Off when torch may run float32 products in
     TF32 or bfloat16 (:func:`lamods._precision.float32_gemm_is_ieee`), on CUDA, for
