@@ -247,35 +247,33 @@ class Float32Screen:
         """:func:`two_nearest` (or the labels alone, ``bounds=False``) of ``X[rows]``,
         exactly; counts the rows re-checked in float64 in ``self.rechecked``."""
         pick = (lambda t: t) if rows is None else (lambda t: t.index_select(0, rows))
+        upper = lower = None
         if not bounds and C.shape[0] <= CODE_MAX_K:
             labels, undecided = _decided_labels(pick(self.X32), C.to(torch.float32),
                                                 pick(self.gap32), chunk)
-            recheck = undecided.nonzero()[:, 0]
-            self.rechecked = recheck.numel()
-            if self.rechecked:
-                back = recheck if rows is None else rows.index_select(0, recheck)
-                labels.index_copy_(0, recheck, _two_smallest(X.index_select(0, back), C,
-                                                             chunk)[0])
-            return labels, None, None
-        labels, p1, p2 = _two_smallest(pick(self.X32), C.to(torch.float32), chunk)
-        recheck = (p2 - p1 <= pick(self.gap32)).nonzero()[:, 0]
-        self.rechecked = recheck.numel()
-        upper = lower = None
-        if bounds:
-            delta = pick(self.delta)
-            xr = pick(x_sq)
-            # widened by delta_i before the square root (Note [float32 screen])
-            upper = p1.to(X.dtype).add_(delta).add_(xr).clamp_min_(0).sqrt_()
-            lower = p2.to(X.dtype).sub_(delta).add_(xr).clamp_min_(0).sqrt_()
-        if self.rechecked:
-            back = recheck if rows is None else rows.index_select(0, recheck)
-            lr, q1, q2 = _two_smallest(X.index_select(0, back), C, chunk)
-            labels.index_copy_(0, recheck, lr)
+        else:
+            labels, p1, p2 = _two_smallest(pick(self.X32), C.to(torch.float32), chunk)
+            undecided = p2 - p1 <= pick(self.gap32)
             if bounds:
-                xb = x_sq.index_select(0, back)
-                sb = slack.index_select(0, back)
-                upper.index_copy_(0, recheck, q1.add_(xb).clamp_min_(0).sqrt_().add_(sb))
-                lower.index_copy_(0, recheck, q2.add_(xb).clamp_min_(0).sqrt_().sub_(sb))
+                delta = pick(self.delta)
+                xr = pick(x_sq)
+                # widened by delta_i before the square root (Note [float32 screen])
+                upper = p1.to(X.dtype).add_(delta).add_(xr).clamp_min_(0).sqrt_()
+                lower = p2.to(X.dtype).sub_(delta).add_(xr).clamp_min_(0).sqrt_()
+        recheck = undecided.nonzero()[:, 0]
+        self.rechecked = recheck.numel()
+        if self.rechecked:
+            # the undecided rows: the float64 assign step
+            back = recheck if rows is None else rows.index_select(0, recheck)
+            Xb = X.index_select(0, back)
+            if bounds:
+                lr, ur, br = two_nearest(Xb, x_sq.index_select(0, back), C, chunk,
+                                         slack.index_select(0, back))
+                upper.index_copy_(0, recheck, ur)
+                lower.index_copy_(0, recheck, br)
+            else:
+                lr = _two_smallest(Xb, C, chunk)[0]
+            labels.index_copy_(0, recheck, lr)
         return labels, upper, lower
 
 
